@@ -1,0 +1,149 @@
+import type { IdempotencyStore } from "@idempotency/core";
+import { checkedStore } from "./checked-store.js";
+import {
+  DEFAULT_CONCURRENCY,
+  DEFAULT_INSTANCES,
+  type DescribeStoreOptions,
+  type StoreFactory,
+} from "./options.js";
+import { DEFAULT_REAL_TIME_LEASE_MS, type Timing, timingFor } from "./timing.js";
+
+/** What a case gets to work with: instances of the store under test, time, and the suite's scale. */
+export interface CaseContext {
+  readonly timing: Timing;
+  /** How many independent instances concurrency cases spread over. */
+  readonly instances: number;
+  /** How many begins a race fires at one key. */
+  readonly concurrency: number;
+  /** A new instance from the factory, checked against the error contract and closed when the case ends. */
+  open(): Promise<IdempotencyStore>;
+  /** `count` new instances, opened together. */
+  openMany(count: number): Promise<IdempotencyStore[]>;
+  /** Closes an instance opened by this case now, so the case can use it closed; it is not closed again. */
+  closeNow(store: IdempotencyStore): Promise<void>;
+  /** Lets `ms` pass on the store's clock: through `advanceTime`, or by really waiting. */
+  advance(ms: number): Promise<void>;
+}
+
+/** One behaviour of the contract, as a plain function that throws when the store violates it. */
+export interface StoreCase {
+  readonly name: string;
+  run(context: CaseContext): Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number, minimum: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < minimum) {
+    throw new RangeError(`describeStore: option "${name}" must be an integer >= ${minimum}, got ${value}.`);
+  }
+  return value;
+}
+
+/** Validated options with their defaults filled in. */
+export interface ResolvedOptions {
+  advanceTime: ((ms: number) => void | Promise<void>) | undefined;
+  timing: Timing;
+  instances: number;
+  concurrency: number;
+}
+
+export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOptions {
+  if (options.advanceTime !== undefined && typeof options.advanceTime !== "function") {
+    throw new TypeError('describeStore: option "advanceTime" must be a function.');
+  }
+  const realTimeLeaseMs = positiveInteger(
+    "realTimeLeaseMs",
+    options.realTimeLeaseMs,
+    DEFAULT_REAL_TIME_LEASE_MS,
+    1,
+  );
+  return {
+    advanceTime: options.advanceTime,
+    timing: timingFor(options.advanceTime ? "controlled" : "real", realTimeLeaseMs),
+    instances: positiveInteger("instances", options.instances, DEFAULT_INSTANCES, 1),
+    concurrency: positiveInteger("concurrency", options.concurrency, DEFAULT_CONCURRENCY, 2),
+  };
+}
+
+/**
+ * How long one case may take. The slowest cases wait about two TTLs in real time; the rest is headroom for
+ * a slow backing store answering the race's thousand begins.
+ */
+export function caseTimeoutMs(resolved: ResolvedOptions): number {
+  return 30_000 + (resolved.advanceTime ? 0 : 10 * resolved.timing.ttlMs);
+}
+
+/** Tracks the instances one case opened, so that each distinct one is closed exactly once. */
+class CaseSession {
+  readonly #factory: StoreFactory;
+  readonly #resolved: ResolvedOptions;
+  readonly #rawByChecked = new Map<IdempotencyStore, IdempotencyStore>();
+  readonly #opened = new Set<IdempotencyStore>();
+  readonly #closed = new Set<IdempotencyStore>();
+
+  constructor(factory: StoreFactory, resolved: ResolvedOptions) {
+    this.#factory = factory;
+    this.#resolved = resolved;
+  }
+
+  get context(): CaseContext {
+    const { timing, instances, concurrency, advanceTime } = this.#resolved;
+    return {
+      timing,
+      instances,
+      concurrency,
+      open: () => this.#open(),
+      openMany: (count) => Promise.all(Array.from({ length: count }, () => this.#open())),
+      closeNow: (store) => this.#closeNow(store),
+      advance: async (ms) => {
+        if (advanceTime) await advanceTime(ms);
+        else await sleep(ms);
+      },
+    };
+  }
+
+  async #open(): Promise<IdempotencyStore> {
+    const raw = await this.#factory();
+    this.#opened.add(raw);
+    const checked = checkedStore(raw, `instance ${this.#rawByChecked.size + 1}`);
+    this.#rawByChecked.set(checked, raw);
+    return checked;
+  }
+
+  async #closeNow(store: IdempotencyStore): Promise<void> {
+    const raw = this.#rawByChecked.get(store);
+    if (!raw) throw new Error("closeNow() takes an instance opened by the same case.");
+    this.#closed.add(raw);
+    await raw.close?.();
+  }
+
+  /** Closes every distinct instance not closed yet; a factory returning one shared instance gets one close. */
+  async closeAll(): Promise<void> {
+    const open = [...this.#opened].filter((raw) => !this.#closed.has(raw));
+    for (const raw of open) this.#closed.add(raw);
+    const results = await Promise.allSettled(open.map((raw) => raw.close?.()));
+    const failed = results.find((result) => result.status === "rejected");
+    if (failed) throw new Error("close() of an instance failed", { cause: failed.reason });
+  }
+}
+
+/** Runs one case against fresh instances from `factory`, closing them afterwards whatever the outcome. */
+export async function runStoreCase(
+  storeCase: StoreCase,
+  factory: StoreFactory,
+  options: DescribeStoreOptions = {},
+): Promise<void> {
+  const session = new CaseSession(factory, resolveOptions(options));
+  try {
+    await storeCase.run(session.context);
+  } catch (error) {
+    // The case's failure is the news; a close failing after it would only hide it.
+    await session.closeAll().catch(() => undefined);
+    throw error;
+  }
+  await session.closeAll();
+}

@@ -1,0 +1,57 @@
+import type { IdempotencyStoreError } from "./errors.js";
+
+/** Fields every event carries. */
+export interface IdempotencyEventBase {
+  /** The hashed identity of the record (SHA-256 of scope, method, path and key): safe to log. */
+  key: string;
+  method: string;
+  path: string;
+  /** When the event happened, on the engine's `now` clock (epoch ms). */
+  at: number;
+  /** Time since the engine started handling this request. */
+  elapsedMs: number;
+}
+
+/**
+ * Everything the engine reports to `onEvent`, discriminated by `type`:
+ * - `claimed`: this request owns the key and runs (`takeover`: it replaced an expired lease);
+ * - `completed`: the response was stored for replay;
+ * - `replayed`: a stored response was sent instead of running the handler;
+ * - `in-progress`: a duplicate arrived while the first was running (409);
+ * - `key-reused`: the key arrived with a different fingerprint (422);
+ * - `released`: the outcome was not stored (5xx, `shouldStore` said no, or no response), so a retry runs again;
+ * - `not-started`: the handler declared it did nothing (`notStarted`), so the claim was released;
+ * - `lease-lost`: this request lost its claim while running (another took over); its response was not stored;
+ * - `store-error`: a store call failed.
+ *
+ * @example
+ * ```ts
+ * createIdempotency({
+ *   store,
+ *   scope: "global",
+ *   onEvent: (event) => {
+ *     if (event.type === "store-error") logger.error(event.error, "idempotency store failed");
+ *     metrics.increment(`idempotency.${event.type}`);
+ *   },
+ * });
+ * ```
+ */
+export type IdempotencyEvent = IdempotencyEventBase &
+  (
+    | { type: "claimed"; takeover: boolean }
+    | { type: "completed"; status: number; bodyBytes: number }
+    | { type: "replayed"; status: number }
+    | { type: "in-progress"; leaseRemainingMs: number }
+    | { type: "key-reused" }
+    | { type: "released"; status: number | null; reason: "not-stored" | "no-response" }
+    | { type: "not-started"; status: number | null }
+    | { type: "lease-lost"; operation: "extend" | "complete" }
+    | {
+        type: "store-error";
+        operation: "begin" | "complete" | "extend" | "release";
+        error: IdempotencyStoreError;
+      }
+  );
+
+/** The `type` of an {@link IdempotencyEvent}. */
+export type IdempotencyEventType = IdempotencyEvent["type"];

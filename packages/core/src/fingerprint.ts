@@ -1,0 +1,77 @@
+import { xxh3 } from "@node-rs/xxhash";
+import { canonicalJson } from "./canonical-json.js";
+import type { IdempotencyRequest } from "./request.js";
+
+/**
+ * What makes a request "the same request" for a key. `false`: no fingerprint (a reused key is never
+ * refused); `{ headers }`: the default (method, path, query, body) plus these request headers; a function:
+ * your own fingerprint string.
+ */
+export type FingerprintOption =
+  | false
+  | { headers: readonly string[] }
+  | ((request: IdempotencyRequest) => string | Promise<string>);
+
+/** The algorithm tag stored in front of every fingerprint, so the algorithm can change later. */
+export const FINGERPRINT_ALGORITHM = "xxh3-128";
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** `"xxh3-128:<32 hex digits>"` of the length-prefixed parts. */
+export function hashParts(parts: ReadonlyArray<string | Uint8Array>): string {
+  const buffers: Uint8Array[] = [];
+  for (const part of parts) {
+    const bytes = typeof part === "string" ? Buffer.from(part) : part;
+    buffers.push(Buffer.from(`${bytes.length}:`), bytes);
+  }
+  const digest = xxh3.xxh128(Buffer.concat(buffers));
+  return `${FINGERPRINT_ALGORITHM}:${digest.toString(16).padStart(32, "0")}`;
+}
+
+/** JSON media types: `application/json` and any `+json` suffix, with or without parameters. */
+function isJson(contentType: string | null): boolean {
+  if (contentType === null) return false;
+  const semicolon = contentType.indexOf(";");
+  const media = (semicolon === -1 ? contentType : contentType.slice(0, semicolon)).trim().toLowerCase();
+  return media === "application/json" || media.endsWith("+json");
+}
+
+/**
+ * The body's contribution: JSON bodies canonicalised (key order and whitespace ignored, every value kept
+ * exactly), anything else — including JSON that does not parse — as raw bytes. The mode is part of the hash.
+ */
+function bodyParts(body: Uint8Array, contentType: string | null): [string, string | Uint8Array] {
+  if (body.length > 0 && isJson(contentType)) {
+    let canonical: string | undefined;
+    try {
+      canonical = canonicalJson(utf8.decode(body));
+    } catch {
+      canonical = undefined; // not UTF-8: fingerprint the bytes
+    }
+    if (canonical !== undefined) return ["json", canonical];
+  }
+  return ["raw", body];
+}
+
+/** Builds the fingerprint function for an option value (already validated). */
+export function createFingerprinter(
+  option: FingerprintOption | undefined,
+): (request: IdempotencyRequest) => Promise<string> {
+  if (option === false) return async () => "none";
+  if (typeof option === "function") {
+    return async (request) => {
+      const value = await option(request);
+      if (typeof value !== "string") {
+        throw new TypeError(`The fingerprint function must return a string; it returned ${typeof value}.`);
+      }
+      return hashParts(["custom", value]);
+    };
+  }
+  const headerNames = [...new Set((option?.headers ?? []).map((name) => name.toLowerCase()))].sort();
+  return async (request) => {
+    const parts: Array<string | Uint8Array> = ["http", request.method, request.path, request.query];
+    for (const name of headerNames) parts.push(name, request.headers.get(name) ?? "\u0000absent");
+    parts.push(...bodyParts(await request.body(), request.headers.get("content-type")));
+    return hashParts(parts);
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Response headers as a binding may hand them over: Node's `OutgoingHttpHeaders`-like record, or name/value
+ * pairs (e.g. from WHATWG `Headers`, with `set-cookie` as separate pairs).
+ */
+export type ResponseHeadersInput =
+  | Iterable<readonly [string, string]>
+  | Record<string, string | number | readonly string[] | undefined>;
+
+// RFC 9110 §7.6.1 hop-by-hop fields, plus the framing headers the replay recomputes from the stored body.
+const NEVER_STORED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+]);
+
+/** Headers that carry credentials or session state: not replayed to whoever holds the key. */
+export const DEFAULT_UNREPLAYED_HEADERS: readonly string[] = [
+  "set-cookie",
+  "www-authenticate",
+  "authorization",
+  "proxy-authenticate",
+];
+const UNREPLAYED = new Set(DEFAULT_UNREPLAYED_HEADERS);
+
+/** Flattens any accepted header shape into lower-case name/value pairs. */
+export function normalizeHeaders(input: ResponseHeadersInput): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const entries: Iterable<readonly [string, unknown]> =
+    Symbol.iterator in input ? (input as Iterable<readonly [string, string]>) : Object.entries(input);
+  for (const [name, value] of entries) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (Array.isArray(value)) for (const item of value) out.push([lower, String(item)]);
+    else out.push([lower, String(value)]);
+  }
+  return out;
+}
+
+/** The headers worth storing for a replay: without hop-by-hop, framing and credential headers. */
+export function storableHeaders(headers: ReadonlyArray<[string, string]>): Array<[string, string]> {
+  const connectionListed = new Set<string>();
+  for (const [name, value] of headers) {
+    if (name === "connection") {
+      for (const token of value.split(",")) connectionListed.add(token.trim().toLowerCase());
+    }
+  }
+  return headers.filter(
+    ([name]) => !NEVER_STORED.has(name) && !UNREPLAYED.has(name) && !connectionListed.has(name),
+  );
+}
+
+/** The declared `Content-Length`, when there is exactly one valid value. */
+export function contentLength(headers: ReadonlyArray<[string, string]>): number | undefined {
+  let found: number | undefined;
+  for (const [name, value] of headers) {
+    if (name !== "content-length") continue;
+    if (found !== undefined || !/^\d+$/.test(value.trim())) return undefined;
+    found = Number(value.trim());
+  }
+  return found;
+}

@@ -1,0 +1,94 @@
+/**
+ * The storage contract. It is intent-level: every state change is one atomic operation on one record,
+ * fenced by the owner token of the request that claimed it. Durations are milliseconds, measured on the
+ * store's own clock. Keys reach a store already hashed (64 hex characters) and responses as opaque bytes
+ * encoded by the core.
+ *
+ * Run `describeStore` from `@idempotency/conformance` against any implementation: it is the definition of a
+ * correct store.
+ */
+
+/** Arguments of {@link IdempotencyStore.begin}. */
+export interface BeginArgs {
+  /** A fresh random owner token for this attempt. */
+  token: string;
+  /** The request fingerprint, e.g. `"xxh3-128:…"`, stored with the claim and returned to duplicates. */
+  fingerprint: string;
+  /** How long the claim is held without renewal. */
+  leaseMs: number;
+  /** How long the record lives (in flight or completed) before it counts as absent. */
+  ttlMs: number;
+  /** Whether a record whose lease has expired (but whose TTL has not) may be claimed by this token. */
+  allowTakeover: boolean;
+}
+
+/** What {@link IdempotencyStore.begin} found, after atomically claiming the key when it could. */
+export type BeginResult =
+  /** This token now owns the record. `takeover`: it replaced an in-flight record whose lease had expired. */
+  | { state: "claimed"; takeover: boolean }
+  /** Another token owns the record. `leaseRemainingMs` is 0 when the lease has expired. */
+  | { state: "in-flight"; fingerprint: string; leaseRemainingMs: number }
+  /** The record is completed. `response` is `null` when it was completed without a body. */
+  | { state: "completed"; fingerprint: string; response: Uint8Array | null };
+
+/** A record as returned by {@link IdempotencyStore.get}, for inspection and administration. */
+export type StoredRecord =
+  | {
+      state: "in-flight";
+      fingerprint: string;
+      /** The owner token of the request that holds the claim. */
+      token: string;
+      /** Time left on the lease; 0 when it has expired. */
+      leaseRemainingMs: number;
+      /** Time left until the record counts as absent. */
+      ttlRemainingMs: number;
+    }
+  | {
+      state: "completed";
+      fingerprint: string;
+      response: Uint8Array | null;
+      /** Time left until the record counts as absent. */
+      ttlRemainingMs: number;
+    };
+
+/**
+ * A storage adapter. Every method either answers or throws `IdempotencyStoreError` (with `cause`) when the
+ * store cannot answer; nothing else.
+ *
+ * @example
+ * ```ts
+ * import type { IdempotencyStore } from "@idempotency/core";
+ * import { describeStore } from "@idempotency/conformance";
+ *
+ * class MyStore implements IdempotencyStore {
+ *   // begin, complete, extend, release, get, delete — each one atomic operation
+ * }
+ *
+ * describeStore("MyStore", () => new MyStore(sharedBackend));
+ * ```
+ */
+export interface IdempotencyStore {
+  /**
+   * In ONE atomic operation: claim the key for `token` when there is no record, when the record's TTL has
+   * expired, or (only when `allowTakeover`) when it is in flight with an expired lease; otherwise return the
+   * record as it is. A claim writes an in-flight record with the fingerprint, a lease of `leaseMs` and a TTL
+   * of `ttlMs`.
+   */
+  begin(key: string, args: BeginArgs): Promise<BeginResult>;
+  /**
+   * If `token` still owns the in-flight record: mark it completed with `response`, living `ttlMs` from now,
+   * and return `true`. Otherwise change nothing and return `false`. A lease that expired without a takeover
+   * still belongs to its token.
+   */
+  complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean>;
+  /** If `token` still owns the in-flight record: renew its lease to `leaseMs` from now and return `true`. */
+  extend(key: string, token: string, leaseMs: number): Promise<boolean>;
+  /** If `token` still owns the in-flight record: delete it (the key is free again) and return `true`. */
+  release(key: string, token: string): Promise<boolean>;
+  /** The live record under `key`, or `null` when there is none or it has expired. For inspection. */
+  get(key: string): Promise<StoredRecord | null>;
+  /** Delete the record under `key` whatever its state; `true` when a live record was deleted. For administration. */
+  delete(key: string): Promise<boolean>;
+  /** Release what the store owns (connections it opened itself). Never closes a client it was given. */
+  close?(): Promise<void>;
+}

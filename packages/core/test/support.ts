@@ -1,0 +1,64 @@
+import { type BeginArgs, type IdempotencyStore, MemoryStore, type StoredRecord } from "../src/index.js";
+
+type Method = "begin" | "complete" | "extend" | "release" | "get" | "delete";
+
+/** A MemoryStore that counts calls per method and can be switched to failing, like a store that is down. */
+export class InstrumentedStore implements IdempotencyStore {
+  readonly inner: MemoryStore;
+  readonly calls: Record<Method, number> = {
+    begin: 0,
+    complete: 0,
+    extend: 0,
+    release: 0,
+    get: 0,
+    delete: 0,
+  };
+  down = false;
+
+  constructor(now?: () => number) {
+    this.inner = new MemoryStore(now ? { now } : {});
+  }
+
+  get totalCalls(): number {
+    return Object.values(this.calls).reduce((a, b) => a + b, 0);
+  }
+
+  #enter(method: Method): void {
+    this.calls[method]++;
+    if (this.down) throw new Error("connect ECONNREFUSED 127.0.0.1:6379");
+  }
+
+  async begin(key: string, args: BeginArgs) {
+    this.#enter("begin");
+    return this.inner.begin(key, args);
+  }
+  async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number) {
+    this.#enter("complete");
+    return this.inner.complete(key, token, response, ttlMs);
+  }
+  async extend(key: string, token: string, leaseMs: number) {
+    this.#enter("extend");
+    return this.inner.extend(key, token, leaseMs);
+  }
+  async release(key: string, token: string) {
+    this.#enter("release");
+    return this.inner.release(key, token);
+  }
+  async get(key: string): Promise<StoredRecord | null> {
+    this.#enter("get");
+    return this.inner.get(key);
+  }
+  async delete(key: string) {
+    this.#enter("delete");
+    return this.inner.delete(key);
+  }
+}
+
+/** A promise with its resolve function exposed, to hold a handler open until the test lets it go. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
