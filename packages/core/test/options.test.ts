@@ -1,0 +1,89 @@
+import { describe, expect, it } from "vitest";
+import {
+  createIdempotency,
+  defaultShouldStore,
+  type IdempotencyOptions,
+  IdempotencyOptionsError,
+  MemoryStore,
+} from "../src/index.js";
+
+const store = new MemoryStore();
+
+function optionError(options: Record<string, unknown>): IdempotencyOptionsError {
+  try {
+    createIdempotency(options as unknown as IdempotencyOptions);
+  } catch (error) {
+    expect(error).toBeInstanceOf(IdempotencyOptionsError);
+    return error as IdempotencyOptionsError;
+  }
+  throw new Error("expected createIdempotency to throw");
+}
+
+describe("options are validated at construction", () => {
+  const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
+    ["store", { scope: "global" }, /required: pass a store/],
+    ["store", { store: {}, scope: "global" }, /no `begin` method/],
+    ["scope", { store }, /required: a function/],
+    ["scope", { store, scope: "tenant" }, /or "global"/],
+    ["header", { store, scope: "global", header: "Idempotency Key" }, /valid HTTP header name/],
+    ["header", { store, scope: "global", header: "" }, /valid HTTP header name/],
+    ["methods", { store, scope: "global", methods: [] }, /non-empty array/],
+    ["methods", { store, scope: "global", methods: "POST" }, /non-empty array/],
+    ["methods", { store, scope: "global", methods: ["PO ST"] }, /HTTP method names/],
+    ["required", { store, scope: "global", required: "yes" }, /true or false/],
+    ["maxKeyLength", { store, scope: "global", maxKeyLength: 0 }, /at least 1/],
+    ["maxKeyLength", { store, scope: "global", maxKeyLength: 1.5 }, /whole number/],
+    ["fingerprint", { store, scope: "global", fingerprint: true }, /expected false/],
+    ["fingerprint", { store, scope: "global", fingerprint: { headers: ["bad header"] } }, /expected false/],
+    ["ttlMs", { store, scope: "global", ttlMs: 0 }, /positive whole number/],
+    ["ttlMs", { store, scope: "global", ttlMs: "1d" }, /positive whole number/],
+    ["leaseMs", { store, scope: "global", leaseMs: -1 }, /positive whole number/],
+    ["leaseMs", { store, scope: "global", leaseMs: Number.NaN }, /positive whole number/],
+    ["leaseMs", { store, scope: "global", leaseMs: 2 }, /at least 3 ms/],
+    ["leaseMs", { store, scope: "global", leaseMs: 10_000, ttlMs: 5_000 }, /must not exceed ttlMs/],
+    ["onLeaseExpired", { store, scope: "global", onLeaseExpired: "retry" }, /"run-again" or "conflict"/],
+    ["shouldStore", { store, scope: "global", shouldStore: [200] }, /expected a function/],
+    ["onEvent", { store, scope: "global", onEvent: "console" }, /expected a function/],
+    ["now", { store, scope: "global", now: 5 }, /expected a function/],
+    ["leasMs", { store, scope: "global", leasMs: 1000 }, /unknown option/],
+  ];
+
+  for (const [option, options, message] of invalid) {
+    it(`rejects ${JSON.stringify(options, (key, value) => (key === "store" ? "<store>" : value))}`, () => {
+      const error = optionError(options);
+      expect(error.option).toBe(option);
+      expect(error.code).toBe("ERR_IDEMPOTENCY_OPTIONS");
+      expect(error.message).toMatch(new RegExp(`^Invalid option "${option}": `));
+      expect(error.message).toMatch(message);
+    });
+  }
+
+  it("rejects a missing options object", () => {
+    expect(optionError(undefined as unknown as Record<string, unknown>).option).toBe("options");
+  });
+
+  it("applies the documented defaults", () => {
+    const { options } = createIdempotency({ store, scope: "global" });
+    expect(options.header).toBe("Idempotency-Key");
+    expect([...options.methods]).toEqual(["POST", "PATCH"]);
+    expect(options.required).toBe(false);
+    expect(options.maxKeyLength).toBe(255);
+    expect(options.ttlMs).toBe(86_400_000);
+    expect(options.leaseMs).toBe(30_000);
+    expect(options.onLeaseExpired).toBe("run-again");
+    expect(options.shouldStore).toBe(defaultShouldStore);
+  });
+});
+
+describe("defaultShouldStore", () => {
+  it("stores every status below 500 except 408, 409, 425 and 429", () => {
+    const stored = [];
+    for (let status = 100; status < 600; status++) if (defaultShouldStore(status)) stored.push(status);
+    expect(stored).toHaveLength(400 - 4);
+    expect(stored).not.toContain(408);
+    expect(stored).not.toContain(409);
+    expect(stored).not.toContain(425);
+    expect(stored).not.toContain(429);
+    expect(stored.at(-1)).toBe(499);
+  });
+});
