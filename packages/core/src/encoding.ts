@@ -18,7 +18,17 @@ export interface StoredResponse {
 const VERSION = 1;
 const FLAG_BODY_OMITTED = 1;
 
-/** Serialises a response into the versioned, opaque bytes a store keeps. */
+/**
+ * Serialises a response into the versioned, opaque bytes a store keeps. Stores never need it; it is public
+ * for tools that inspect or seed records.
+ *
+ * @example
+ * ```ts
+ * import { encodeResponse } from "@idempotency/core";
+ *
+ * const bytes = encodeResponse({ status: 201, headers: [["location", "/orders/1"]], body: new Uint8Array() });
+ * ```
+ */
 export function encodeResponse(response: StoredResponse): Uint8Array {
   const names = response.headers.map(([name]) => Buffer.from(name, "latin1"));
   const values = response.headers.map(([, value]) => Buffer.from(value, "latin1"));
@@ -43,7 +53,17 @@ export function encodeResponse(response: StoredResponse): Uint8Array {
   return out;
 }
 
-/** Reads bytes written by {@link encodeResponse}; throws `IdempotencyStoreError` on anything else. */
+/**
+ * Reads bytes written by {@link encodeResponse}; throws `IdempotencyStoreError` on anything else.
+ *
+ * @example
+ * ```ts
+ * import { decodeResponse } from "@idempotency/core";
+ *
+ * const record = await store.get(key);
+ * if (record?.state === "completed" && record.response) console.log(decodeResponse(record.response).status);
+ * ```
+ */
 export function decodeResponse(bytes: Uint8Array): StoredResponse {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const corrupt = (why: string) => new IdempotencyStoreError(`Stored response is unreadable: ${why}.`);

@@ -16,6 +16,14 @@ import type { BeginResult } from "./store.js";
  * - `pass`: not protected (method not covered, or no key and keys are optional): call the next handler;
  * - `respond`: send `response` as it is (a replay or a problem) and do not run the handler;
  * - `execute`: run the handler and report its response through `execution`.
+ *
+ * @example
+ * ```ts
+ * const decision = await idempotency.handle(request);
+ * if (decision.action === "pass") return next();
+ * if (decision.action === "respond") return send(decision.response);
+ * runHandler(decision.execution);
+ * ```
  */
 export type Decision =
   | { action: "pass" }
@@ -31,6 +39,14 @@ export type Decision =
  * (forward what it returns), then `await end()` and forward what it returns before finishing the response.
  * Headers must reach the client no earlier than the first forwarded bytes (or the end). `notStarted`,
  * `closed` and `abandon` may come at any point.
+ *
+ * @example
+ * ```ts
+ * // inside a binding, for an "execute" decision:
+ * execution.start(res.statusCode, res.getHeaders());
+ * socket.write(execution.write(chunk)); // forward what may be sent now
+ * socket.end(await execution.end()); // the record is completed before the final bytes go out
+ * ```
  */
 export interface Execution {
   /** The response head. Calling it again before the first `write` replaces it. */
@@ -57,6 +73,12 @@ export interface Execution {
 /**
  * An idempotency engine, created by {@link createIdempotency}. Framework bindings call `handle`; the
  * options it was created with are available as `options`.
+ *
+ * @example
+ * ```ts
+ * const idempotency: Idempotency = createIdempotency({ store, scope: "global" });
+ * idempotency.options.leaseMs; // 30000
+ * ```
  */
 export interface Idempotency {
   /** The validated options with every default applied. */

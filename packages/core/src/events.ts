@@ -1,6 +1,13 @@
 import type { IdempotencyStoreError } from "./errors.js";
 
-/** Fields every event carries. */
+/**
+ * Fields every event carries.
+ *
+ * @example
+ * ```ts
+ * onEvent: (event) => logger.info({ key: event.key, path: event.path, ms: event.elapsedMs }, event.type);
+ * ```
+ */
 export interface IdempotencyEventBase {
   /** The hashed identity of the record (SHA-256 of scope, method, path and key): safe to log. */
   key: string;
@@ -53,5 +60,12 @@ export type IdempotencyEvent = IdempotencyEventBase &
       }
   );
 
-/** The `type` of an {@link IdempotencyEvent}. */
+/**
+ * The `type` of an {@link IdempotencyEvent}.
+ *
+ * @example
+ * ```ts
+ * const counts: Partial<Record<IdempotencyEventType, number>> = {};
+ * ```
+ */
 export type IdempotencyEventType = IdempotencyEvent["type"];

@@ -6,13 +6,28 @@ import type { IdempotencyRequest } from "./request.js";
  * What makes a request "the same request" for a key. `false`: no fingerprint (a reused key is never
  * refused); `{ headers }`: the default (method, path, query, body) plus these request headers; a function:
  * your own fingerprint string.
+ *
+ * @example
+ * ```ts
+ * createIdempotency({ store, scope: "global", fingerprint: { headers: ["x-currency"] } });
+ * createIdempotency({ store, scope: "global", fingerprint: (request) => request.headers.get("x-order-id") ?? "" });
+ * ```
  */
 export type FingerprintOption =
   | false
   | { headers: readonly string[] }
   | ((request: IdempotencyRequest) => string | Promise<string>);
 
-/** The algorithm tag stored in front of every fingerprint, so the algorithm can change later. */
+/**
+ * The algorithm tag stored in front of every fingerprint, so the algorithm can change later.
+ *
+ * @example
+ * ```ts
+ * import { FINGERPRINT_ALGORITHM } from "@idempotency/core";
+ *
+ * record.fingerprint.startsWith(`${FINGERPRINT_ALGORITHM}:`); // true for fingerprints of this version
+ * ```
+ */
 export const FINGERPRINT_ALGORITHM = "xxh3-128";
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });

@@ -1,6 +1,12 @@
 /**
  * Response headers as a binding may hand them over: Node's `OutgoingHttpHeaders`-like record, or name/value
  * pairs (e.g. from WHATWG `Headers`, with `set-cookie` as separate pairs).
+ *
+ * @example
+ * ```ts
+ * execution.start(201, res.getHeaders()); // Node / Express
+ * execution.start(response.status, response.headers); // WHATWG Response (Hono)
+ * ```
  */
 export type ResponseHeadersInput =
   | Iterable<readonly [string, string]>
@@ -18,7 +24,16 @@ const NEVER_STORED = new Set([
   "content-length",
 ]);
 
-/** Headers that carry credentials or session state: not replayed to whoever holds the key. */
+/**
+ * Headers that carry credentials or session state: never stored, so never replayed to whoever holds the key.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_UNREPLAYED_HEADERS } from "@idempotency/core";
+ *
+ * DEFAULT_UNREPLAYED_HEADERS; // ["set-cookie", "www-authenticate", "authorization", "proxy-authenticate"]
+ * ```
+ */
 export const DEFAULT_UNREPLAYED_HEADERS: readonly string[] = [
   "set-cookie",
   "www-authenticate",

@@ -1,9 +1,11 @@
+export { canonicalJson } from "./canonical-json.js";
 export { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
 export { createIdempotency, type Decision, type Execution, type Idempotency } from "./engine.js";
 export { IdempotencyError, IdempotencyOptionsError, IdempotencyStoreError } from "./errors.js";
 export type { IdempotencyEvent, IdempotencyEventBase, IdempotencyEventType } from "./events.js";
 export { FINGERPRINT_ALGORITHM, type FingerprintOption } from "./fingerprint.js";
 export { DEFAULT_UNREPLAYED_HEADERS, type ResponseHeadersInput } from "./headers.js";
+export { type KeyParseResult, parseIdempotencyKey } from "./key.js";
 export { MemoryStore, type MemoryStoreOptions } from "./memory-store.js";
 export { defaultShouldStore, type IdempotencyOptions, type ResolvedOptions } from "./options.js";
 export { PROBLEM_TYPES, type PreparedResponse, type ProblemType } from "./problems.js";

@@ -53,7 +53,14 @@ export interface IdempotencyOptions {
   now?: () => number;
 }
 
-/** The options with every default applied. */
+/**
+ * The options with every default applied, as exposed on `Idempotency.options`.
+ *
+ * @example
+ * ```ts
+ * const { leaseMs, ttlMs } = createIdempotency({ store, scope: "global" }).options;
+ * ```
+ */
 export interface ResolvedOptions {
   store: IdempotencyStore;
   scope: IdempotencyOptions["scope"];

@@ -25,10 +25,25 @@ export const PROBLEM_TYPES = {
   storeUnavailable: "urn:idempotency:problem:store-unavailable",
 } as const;
 
-/** One of the {@link PROBLEM_TYPES} URIs. */
+/**
+ * One of the {@link PROBLEM_TYPES} URIs.
+ *
+ * @example
+ * ```ts
+ * const type: ProblemType = PROBLEM_TYPES.keyReused;
+ * ```
+ */
 export type ProblemType = (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES];
 
-/** A response the engine asks a binding to send as it is: a replay or a problem. */
+/**
+ * A response the engine asks a binding to send as it is: a replay or a problem.
+ *
+ * @example
+ * ```ts
+ * const { status, headers, body } = decision.response;
+ * res.writeHead(status, headers.flat()).end(body);
+ * ```
+ */
 export interface PreparedResponse {
   status: number;
   /** Lower-case name/value pairs; a name may repeat (e.g. `set-cookie` when re-admitted). */

@@ -8,7 +8,14 @@
  * correct store.
  */
 
-/** Arguments of {@link IdempotencyStore.begin}. */
+/**
+ * Arguments of {@link IdempotencyStore.begin}.
+ *
+ * @example
+ * ```ts
+ * await store.begin(key, { token: randomUUID(), fingerprint, leaseMs: 30_000, ttlMs: 86_400_000, allowTakeover: true });
+ * ```
+ */
 export interface BeginArgs {
   /** A fresh random owner token for this attempt. */
   token: string;
@@ -22,7 +29,17 @@ export interface BeginArgs {
   allowTakeover: boolean;
 }
 
-/** What {@link IdempotencyStore.begin} found, after atomically claiming the key when it could. */
+/**
+ * What {@link IdempotencyStore.begin} found, after atomically claiming the key when it could.
+ *
+ * @example
+ * ```ts
+ * const result = await store.begin(key, args);
+ * if (result.state === "claimed") runTheHandler();
+ * else if (result.state === "in-flight") retryAfter(result.leaseRemainingMs);
+ * else replay(result.response);
+ * ```
+ */
 export type BeginResult =
   /** This token now owns the record. `takeover`: it replaced an in-flight record whose lease had expired. */
   | { state: "claimed"; takeover: boolean }
@@ -31,7 +48,15 @@ export type BeginResult =
   /** The record is completed. `response` is `null` when it was completed without a body. */
   | { state: "completed"; fingerprint: string; response: Uint8Array | null };
 
-/** A record as returned by {@link IdempotencyStore.get}, for inspection and administration. */
+/**
+ * A record as returned by {@link IdempotencyStore.get}, for inspection and administration.
+ *
+ * @example
+ * ```ts
+ * const record = await store.get(key);
+ * if (record?.state === "in-flight") console.log(`lease ends in ${record.leaseRemainingMs} ms`);
+ * ```
+ */
 export type StoredRecord =
   | {
       state: "in-flight";
