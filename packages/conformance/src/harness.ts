@@ -70,8 +70,8 @@ export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOpti
 }
 
 /**
- * How long one case may take. The slowest cases wait about two TTLs in real time; the rest is headroom for
- * a slow backing store answering the race's thousand begins.
+ * How long one case may take. The slowest case waits about one TTL in real time; the rest is headroom for a
+ * slow backing store answering the race's thousand begins.
  */
 export function caseTimeoutMs(resolved: ResolvedOptions): number {
   return 30_000 + (resolved.advanceTime ? 0 : 10 * resolved.timing.ttlMs);

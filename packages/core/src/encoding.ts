@@ -54,7 +54,8 @@ export function encodeResponse(response: StoredResponse): Uint8Array {
 }
 
 /**
- * Reads bytes written by {@link encodeResponse}; throws `IdempotencyStoreError` on anything else.
+ * Reads bytes written by {@link encodeResponse}; throws `IdempotencyStoreError` on anything else. The body is
+ * a view into `bytes`.
  *
  * @example
  * ```ts
@@ -88,6 +89,10 @@ export function decodeResponse(bytes: Uint8Array): StoredResponse {
     headers.push([name, buf.toString("latin1", offset, offset + valueLength)]);
     offset += valueLength;
   }
-  const body = flags & FLAG_BODY_OMITTED ? null : new Uint8Array(buf.subarray(offset));
+  // A view, not a copy: stores hand out fresh bytes, and replays are large.
+  const body =
+    flags & FLAG_BODY_OMITTED
+      ? null
+      : new Uint8Array(bytes.buffer, bytes.byteOffset + offset, bytes.byteLength - offset);
   return { status, headers, body };
 }

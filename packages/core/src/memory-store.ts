@@ -58,7 +58,7 @@ export class MemoryStore implements IdempotencyStore {
     this.#sweep(now);
     const entry = this.#live(key, now);
     if (entry?.token === null) {
-      return { state: "completed", fingerprint: entry.fingerprint, response: entry.response };
+      return { state: "completed", fingerprint: entry.fingerprint, response: copy(entry.response) };
     }
     if (entry && (entry.leaseUntil > now || !args.allowTakeover)) {
       return {
@@ -83,7 +83,7 @@ export class MemoryStore implements IdempotencyStore {
     const entry = this.#owned(key, token, now);
     if (!entry) return false;
     entry.token = null;
-    entry.response = response === null ? null : response.slice();
+    entry.response = copy(response);
     entry.expiresAt = now + ttlMs;
     return true;
   }
@@ -110,7 +110,12 @@ export class MemoryStore implements IdempotencyStore {
     if (!entry) return null;
     const ttlRemainingMs = entry.expiresAt - now;
     if (entry.token === null) {
-      return { state: "completed", fingerprint: entry.fingerprint, response: entry.response, ttlRemainingMs };
+      return {
+        state: "completed",
+        fingerprint: entry.fingerprint,
+        response: copy(entry.response),
+        ttlRemainingMs,
+      };
     }
     return {
       state: "in-flight",
@@ -164,4 +169,9 @@ export class MemoryStore implements IdempotencyStore {
       if (entry.expiresAt <= now) this.#entries.delete(key);
     }
   }
+}
+
+/** Records never share bytes with callers, as with a store across a network. */
+function copy(bytes: Uint8Array | null): Uint8Array | null {
+  return bytes === null ? null : bytes.slice();
 }

@@ -97,7 +97,8 @@ export interface IdempotencyStore {
    * In ONE atomic operation: claim the key for `token` when there is no record, when the record's TTL has
    * expired, or (only when `allowTakeover`) when it is in flight with an expired lease; otherwise return the
    * record as it is. A claim writes an in-flight record with the fingerprint, a lease of `leaseMs` and a TTL
-   * of `ttlMs`.
+   * of `ttlMs` (the engine guarantees `leaseMs <= ttlMs`). A lease is live while its end is in the future.
+   * Returned responses are the caller's own bytes: changing them never changes the record.
    */
   begin(key: string, args: BeginArgs): Promise<BeginResult>;
   /**
@@ -106,7 +107,10 @@ export interface IdempotencyStore {
    * still belongs to its token.
    */
   complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean>;
-  /** If `token` still owns the in-flight record: renew its lease to `leaseMs` from now and return `true`. */
+  /**
+   * If `token` still owns the in-flight record: renew its lease to `leaseMs` from now and return `true`. A
+   * store may also push the record's TTL out to the new lease end; it must never cut it short.
+   */
   extend(key: string, token: string, leaseMs: number): Promise<boolean>;
   /** If `token` still owns the in-flight record: delete it (the key is free again) and return `true`. */
   release(key: string, token: string): Promise<boolean>;

@@ -26,9 +26,13 @@ export const extendRenewsLease: StoreCase = {
     expectInFlightRecord(await store.get(extended.key), extended, max, "get after extend");
 
     await advance(leaseMs / 2 + marginMs);
-    const takeover = await beginAsNewcomer(store, control.key, { leaseMs: longLeaseMs, ttlMs: longTtlMs }, true);
-    expect(takeover, "begin with allowTakeover on the unextended control").toEqual({ state: "claimed", takeover: true });
-    const duplicate = await beginAsNewcomer(store, extended.key, { leaseMs: longLeaseMs, ttlMs: longTtlMs }, true);
+    const long = { leaseMs: longLeaseMs, ttlMs: longTtlMs };
+    const takeover = await beginAsNewcomer(store, control.key, long, true);
+    expect(takeover, "begin with allowTakeover on the unextended control").toEqual({
+      state: "claimed",
+      takeover: true,
+    });
+    const duplicate = await beginAsNewcomer(store, extended.key, long, true);
     expectInFlightResult(
       duplicate,
       extended.fingerprint,
@@ -53,31 +57,55 @@ export const takesOverExpiredLease: StoreCase = {
     const expiredMax = { leaseMs: "expired" as const, ttlMs: longTtlMs };
     expectInFlightRecord(await store.get(stale.key), stale, expiredMax, "get after the lease expired");
     const refused = await beginAsNewcomer(store, stale.key, long, false);
-    expectInFlightResult(refused, stale.fingerprint, "expired", "begin without allowTakeover on an expired lease");
+    expectInFlightResult(
+      refused,
+      stale.fingerprint,
+      "expired",
+      "begin without allowTakeover on an expired lease",
+    );
 
     const successor = { key: stale.key, token: newToken(), fingerprint: newFingerprint() };
     const takeover = await store.begin(stale.key, { ...successor, ...long, allowTakeover: true });
-    expect(takeover, "begin with allowTakeover on an expired lease").toEqual({ state: "claimed", takeover: true });
+    expect(takeover, "begin with allowTakeover on an expired lease").toEqual({
+      state: "claimed",
+      takeover: true,
+    });
     expectInFlightRecord(await store.get(stale.key), successor, long, "get after the takeover");
 
     const staleResponse = bytesOf("the stale owner's response");
-    expect(await store.complete(stale.key, stale.token, staleResponse, longTtlMs), "stale complete").toBe(false);
+    expect(await store.complete(stale.key, stale.token, staleResponse, longTtlMs), "stale complete").toBe(
+      false,
+    );
     expect(await store.extend(stale.key, stale.token, longLeaseMs), "stale extend").toBe(false);
     expect(await store.release(stale.key, stale.token), "stale release").toBe(false);
-    expectInFlightRecord(await store.get(stale.key), successor, long, "get after the stale owner's operations");
+    expectInFlightRecord(
+      await store.get(stale.key),
+      successor,
+      long,
+      "get after the stale owner's operations",
+    );
 
     const response = bytesOf("the new owner's response");
-    expect(await store.complete(stale.key, successor.token, response, longTtlMs), "the new owner's complete").toBe(
-      true,
-    );
+    expect(
+      await store.complete(stale.key, successor.token, response, longTtlMs),
+      "the new owner's complete",
+    ).toBe(true);
     const begun = await beginAsNewcomer(store, stale.key, long, true);
     expectCompletedResult(begun, successor.fingerprint, response, "begin after the new owner completed");
 
     // Nobody took the other key over, so its expired lease still belongs to its owner.
     const kept = bytesOf("completed late");
-    expect(await store.complete(keeper.key, keeper.token, kept, longTtlMs), "complete, expired lease, no takeover")
-      .toBe(true);
-    expectCompletedRecord(await store.get(keeper.key), keeper.fingerprint, kept, longTtlMs, "get of the late one");
+    expect(
+      await store.complete(keeper.key, keeper.token, kept, longTtlMs),
+      "complete, expired lease, no takeover",
+    ).toBe(true);
+    expectCompletedRecord(
+      await store.get(keeper.key),
+      keeper.fingerprint,
+      kept,
+      longTtlMs,
+      "get of the late one",
+    );
   },
 };
 
@@ -88,14 +116,32 @@ export const neverTakesOverCompleted: StoreCase = {
     const { leaseMs, marginMs, longLeaseMs, longTtlMs } = timing;
     const owner = await claimKey(store, newKey(), { leaseMs, ttlMs: longTtlMs });
     const response = bytesOf("done");
-    expect(await store.complete(owner.key, owner.token, response, longTtlMs), "complete by the owner").toBe(true);
+    expect(await store.complete(owner.key, owner.token, response, longTtlMs), "complete by the owner").toBe(
+      true,
+    );
     await advance(leaseMs + marginMs);
 
     const long = { leaseMs: longLeaseMs, ttlMs: longTtlMs };
     const withTakeover = await beginAsNewcomer(store, owner.key, long, true);
-    expectCompletedResult(withTakeover, owner.fingerprint, response, "begin with allowTakeover after the lease time");
+    expectCompletedResult(
+      withTakeover,
+      owner.fingerprint,
+      response,
+      "begin with allowTakeover after the lease time",
+    );
     const without = await beginAsNewcomer(store, owner.key, long, false);
-    expectCompletedResult(without, owner.fingerprint, response, "begin without allowTakeover after the lease time");
-    expectCompletedRecord(await store.get(owner.key), owner.fingerprint, response, longTtlMs, "get afterwards");
+    expectCompletedResult(
+      without,
+      owner.fingerprint,
+      response,
+      "begin without allowTakeover after the lease time",
+    );
+    expectCompletedRecord(
+      await store.get(owner.key),
+      owner.fingerprint,
+      response,
+      longTtlMs,
+      "get afterwards",
+    );
   },
 };
