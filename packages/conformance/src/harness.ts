@@ -1,4 +1,4 @@
-import type { IdempotencyStore } from "@idempotency/core";
+import { IdempotencyOptionsError, type IdempotencyStore } from "@idempotency/core";
 import { checkedStore } from "./checked-store.js";
 import {
   DEFAULT_CONCURRENCY,
@@ -38,7 +38,10 @@ function sleep(ms: number): Promise<void> {
 function positiveInteger(name: string, value: number | undefined, fallback: number, minimum: number): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < minimum) {
-    throw new RangeError(`describeStore: option "${name}" must be an integer >= ${minimum}, got ${value}.`);
+    throw new IdempotencyOptionsError(
+      name,
+      `describeStore expects a whole number >= ${minimum}, got ${value}.`,
+    );
   }
   return value;
 }
@@ -53,7 +56,7 @@ export interface ResolvedOptions {
 
 export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOptions {
   if (options.advanceTime !== undefined && typeof options.advanceTime !== "function") {
-    throw new TypeError('describeStore: option "advanceTime" must be a function.');
+    throw new IdempotencyOptionsError("advanceTime", "describeStore expects a function (ms) => void.");
   }
   const realTimeLeaseMs = positiveInteger(
     "realTimeLeaseMs",

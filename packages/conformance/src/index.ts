@@ -1,3 +1,4 @@
+import { IdempotencyOptionsError } from "@idempotency/core";
 import { describe, it } from "vitest";
 import { storeCases } from "./cases/index.js";
 import { caseTimeoutMs, resolveOptions, runStoreCase } from "./harness.js";
@@ -38,7 +39,12 @@ export type { DescribeStoreOptions, StoreFactory } from "./options.js";
  * ```
  */
 export function describeStore(name: string, factory: StoreFactory, options: DescribeStoreOptions = {}): void {
-  if (typeof factory !== "function") throw new TypeError("describeStore: factory must be a function.");
+  if (typeof factory !== "function") {
+    throw new IdempotencyOptionsError(
+      "factory",
+      "describeStore expects a function returning a store instance.",
+    );
+  }
   const resolved = resolveOptions(options);
   describe(name, () => {
     for (const storeCase of storeCases) {
