@@ -77,6 +77,18 @@ describe("in flight", () => {
     expect(eventTypes()).toEqual(["claimed", "in-progress", "completed", "replayed"]);
   });
 
+  it("never sends a Retry-After below 1 second", async () => {
+    const idempotency = engine({ leaseMs: 900 });
+    const gate = deferred();
+    const first = send(idempotency, { key: "k" }, slowHandler({ gate: gate.promise }));
+    await vi.advanceTimersByTimeAsync(250); // 650 ms left on the lease
+    const duplicate = await send(idempotency, { key: "k" }, slowHandler({}));
+    expect(duplicate.response.headers["retry-after"]).toBe("1");
+    expect(events.at(-1)).toMatchObject({ type: "in-progress", leaseRemainingMs: 650 });
+    gate.resolve();
+    await first;
+  });
+
   it("runs the handler exactly once among 200 concurrent duplicates", async () => {
     const idempotency = engine();
     const gate = deferred();
@@ -189,6 +201,23 @@ describe("crash, takeover and fencing", () => {
     const { execution } = await stale;
     expect(execution).toBeDefined();
     expect(events.map((event) => event.type)).toContain("lease-lost");
+  });
+
+  it("lets a request whose lease expired complete when nobody took the key over: fencing is by token", async () => {
+    const idempotency = engine();
+    const gate = deferred();
+    const slow = send(idempotency, { key: "k" }, async (res, context) => {
+      context.disconnect(); // no renewal from here on
+      await gate.promise;
+      res.writeHead(201);
+      await res.end("late but alone");
+    });
+    await vi.advanceTimersByTimeAsync(5 * LEASE);
+    gate.resolve();
+    await slow;
+    expect(events.at(-1)).toMatchObject({ type: "completed", status: 201 });
+    const retry = await send(idempotency, { key: "k" }, slowHandler({}));
+    expect(retry.response.text()).toBe("late but alone");
   });
 
   it("reports lease-lost from renewal when another request took the key over, and stores nothing", async () => {
