@@ -3,6 +3,7 @@ import {
   createIdempotency,
   type IdempotencyEvent,
   type IdempotencyOptions,
+  MemoryStore,
   PROBLEM_TYPES,
 } from "../src/index.js";
 import { type Handler, send } from "./harness.js";
@@ -187,20 +188,31 @@ describe("crash, takeover and fencing", () => {
   });
 
   it("delivers the stale owner's response to its own client even though it cannot store it", async () => {
-    const idempotency = engine();
+    // Two processes over the same records; process A loses its connection to the store while its handler runs.
+    const shared = new MemoryStore();
+    const storeA = new InstrumentedStore(shared);
+    const processA = engine({ store: storeA });
+    const processB = engine({ store: new InstrumentedStore(shared) });
     const gate = deferred();
-    const stale = send(idempotency, { key: "k" }, async (res, context) => {
-      context.disconnect();
+    const stale = send(processA, { key: "k" }, async (res) => {
       await gate.promise;
-      res.writeHead(200);
-      await res.end("late");
+      res.writeHead(201, { "content-type": "text/plain" });
+      await res.end("stale result");
     });
+    await vi.advanceTimersByTimeAsync(0);
+    storeA.down = true; // renewals fail; the lease runs out
     await vi.advanceTimersByTimeAsync(LEASE);
-    await send(idempotency, { key: "k" }, slowHandler({}));
+    const takeover = await send(processB, { key: "k" }, slowHandler({}));
+    expect(takeover.response.text()).toBe("run 1");
+    storeA.down = false;
     gate.resolve();
-    const { execution } = await stale;
-    expect(execution).toBeDefined();
-    expect(events.map((event) => event.type)).toContain("lease-lost");
+    const { response } = await stale;
+    expect(response.status).toBe(201);
+    expect(response.text()).toBe("stale result");
+    expect(events.at(-1)).toMatchObject({ type: "lease-lost", operation: "complete" });
+    const retry = await send(processA, { key: "k" }, slowHandler({}));
+    expect(retry.response.text()).toBe("run 1");
+    expect(retry.response.headers["idempotent-replayed"]).toBe("true");
   });
 
   it("lets a request whose lease expired complete when nobody took the key over: fencing is by token", async () => {

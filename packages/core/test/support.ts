@@ -15,8 +15,9 @@ export class InstrumentedStore implements IdempotencyStore {
   };
   down = false;
 
-  constructor(now?: () => number) {
-    this.inner = new MemoryStore(now ? { now } : {});
+  /** Pass `inner` to give two instruments (two "processes") the same records. */
+  constructor(inner: MemoryStore = new MemoryStore()) {
+    this.inner = inner;
   }
 
   get totalCalls(): number {
