@@ -7,7 +7,7 @@ import { contentLength, normalizeHeaders, type ResponseHeadersInput, storableHea
 import { identityKey } from "./identity.js";
 import { parseIdempotencyKey } from "./key.js";
 import { type IdempotencyOptions, type ResolvedOptions, resolveOptions } from "./options.js";
-import { PROBLEM_TYPES, type PreparedResponse, problemResponse } from "./problems.js";
+import { type PreparedResponse, problems } from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
 import type { BeginResult } from "./store.js";
 
@@ -144,28 +144,10 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     if (!resolved.methods.has(request.method)) return PASS;
     const value = request.headers.get(headerName);
     if (value === null) {
-      if (!resolved.required) return PASS;
-      return respond(
-        problemResponse(
-          PROBLEM_TYPES.missingKey,
-          400,
-          "Idempotency key missing",
-          `This request must carry an ${headerName} header: a unique value (for example a UUID) that you ` +
-            "reuse when you retry the same request.",
-        ),
-      );
+      return resolved.required ? respond(problems.missingKey(headerName)) : PASS;
     }
     const parsed = parseIdempotencyKey(value, resolved.maxKeyLength);
-    if (!parsed.ok) {
-      return respond(
-        problemResponse(
-          PROBLEM_TYPES.invalidKey,
-          400,
-          "Invalid idempotency key",
-          `Invalid ${headerName} header: ${parsed.reason}.`,
-        ),
-      );
-    }
+    if (!parsed.ok) return respond(problems.invalidKey(headerName, parsed.reason));
 
     const [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
     const key = identityKey(scope, request.method, request.path, parsed.key);
@@ -186,7 +168,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
       });
     } catch (error) {
       emit({ ...base(), type: "store-error", operation: "begin", error: toStoreError("begin", error) });
-      return respond(storeUnavailable());
+      return respond(problems.storeUnavailable());
     }
 
     if (result.state === "claimed") {
@@ -195,33 +177,13 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     }
     if (result.fingerprint !== fingerprint) {
       emit({ ...base(), type: "key-reused" });
-      return respond(
-        problemResponse(
-          PROBLEM_TYPES.keyReused,
-          422,
-          "Idempotency key reused",
-          `This ${headerName} was already used with a different request (method, path, query or body). ` +
-            "Send a new key for a new request, or resend exactly the original request to get its result.",
-        ),
-      );
+      return respond(problems.keyReused(headerName));
     }
     if (result.state === "in-flight") {
       emit({ ...base(), type: "in-progress", leaseRemainingMs: result.leaseRemainingMs });
-      return respond(inProgress(result.leaseRemainingMs));
+      return respond(problems.inProgress(headerName, result.leaseRemainingMs));
     }
     return replay(result.response, base, emit);
-  }
-
-  function inProgress(leaseRemainingMs: number): PreparedResponse {
-    const retryAfter = Math.max(1, Math.ceil(leaseRemainingMs / 1000));
-    const detail =
-      leaseRemainingMs > 0
-        ? `A request with this ${headerName} is still being processed. Retry after ${retryAfter} s to get its result.`
-        : `A request with this ${headerName} stopped without a result, and this service never runs such a ` +
-          "request twice; the key stays locked until its record expires. Use a new key for a new attempt.";
-    return problemResponse(PROBLEM_TYPES.inProgress, 409, "Request in progress", detail, [
-      ["retry-after", String(retryAfter)],
-    ]);
   }
 
   return { options: resolved, handle };
@@ -229,17 +191,6 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
 
 function respond(response: PreparedResponse): Decision {
   return { action: "respond", response, replayed: false };
-}
-
-function storeUnavailable(): PreparedResponse {
-  return problemResponse(
-    PROBLEM_TYPES.storeUnavailable,
-    503,
-    "Idempotency store unavailable",
-    "The request was not processed because its idempotency record could not be checked. Retry it with the " +
-      "same key later.",
-    [["retry-after", "1"]],
-  );
 }
 
 function replay(
@@ -252,22 +203,13 @@ function replay(
     stored = bytes === null ? null : decodeResponse(bytes);
   } catch (error) {
     emit({ ...base(), type: "store-error", operation: "begin", error: toStoreError("begin", error) });
-    return respond(storeUnavailable());
+    return respond(problems.storeUnavailable());
   }
   if (stored === null || stored.body === null) {
     const location =
       stored?.headers.filter(([name]) => name === "location" || name === "content-location") ?? [];
     emit({ ...base(), type: "replayed", status: 410 });
-    return respond(
-      problemResponse(
-        PROBLEM_TYPES.responseNotStored,
-        410,
-        "Response not stored",
-        "The original request with this key completed, but its response was too large to store, so it " +
-          "cannot be replayed. It will not run again; fetch the result from its resource instead.",
-        location,
-      ),
-    );
+    return respond(problems.responseNotStored(location));
   }
   emit({ ...base(), type: "replayed", status: stored.status });
   const headers: Array<[string, string]> = [

@@ -73,3 +73,60 @@ export function problemResponse(
     body,
   };
 }
+
+/** The engine's problem responses, one builder per case; `header` is the configured key header name. */
+export const problems = {
+  missingKey: (header: string) =>
+    problemResponse(
+      PROBLEM_TYPES.missingKey,
+      400,
+      "Idempotency key missing",
+      `This request must carry an ${header} header: a unique value (for example a UUID) that you reuse when ` +
+        "you retry the same request.",
+    ),
+  invalidKey: (header: string, reason: string) =>
+    problemResponse(
+      PROBLEM_TYPES.invalidKey,
+      400,
+      "Invalid idempotency key",
+      `Invalid ${header} header: ${reason}.`,
+    ),
+  keyReused: (header: string) =>
+    problemResponse(
+      PROBLEM_TYPES.keyReused,
+      422,
+      "Idempotency key reused",
+      `This ${header} was already used with a different request (method, path, query or body). Send a new key ` +
+        "for a new request, or resend exactly the original request to get its result.",
+    ),
+  /** `leaseRemainingMs` 0: the first request's lease expired and `onLeaseExpired` is `"conflict"`. */
+  inProgress: (header: string, leaseRemainingMs: number) => {
+    const retryAfter = Math.max(1, Math.ceil(leaseRemainingMs / 1000));
+    const detail =
+      leaseRemainingMs > 0
+        ? `A request with this ${header} is still being processed. Retry after ${retryAfter} s to get its result.`
+        : `A request with this ${header} stopped without a result, and this service never runs such a request ` +
+          "twice; the key stays locked until its record expires. Use a new key for a new attempt.";
+    return problemResponse(PROBLEM_TYPES.inProgress, 409, "Request in progress", detail, [
+      ["retry-after", String(retryAfter)],
+    ]);
+  },
+  responseNotStored: (location: Array<[string, string]>) =>
+    problemResponse(
+      PROBLEM_TYPES.responseNotStored,
+      410,
+      "Response not stored",
+      "The original request with this key completed, but its response was too large to store, so it cannot be " +
+        "replayed. It will not run again; fetch the result from its resource instead.",
+      location,
+    ),
+  storeUnavailable: () =>
+    problemResponse(
+      PROBLEM_TYPES.storeUnavailable,
+      503,
+      "Idempotency store unavailable",
+      "The request was not processed because its idempotency record could not be checked. Retry it with the " +
+        "same key later.",
+      [["retry-after", "1"]],
+    ),
+};

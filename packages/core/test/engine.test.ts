@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   createIdempotency,
+  encodeResponse,
   IdempotencyError,
   type IdempotencyEvent,
   type IdempotencyOptions,
@@ -425,5 +426,55 @@ describe("scope", () => {
     });
     await expect(send(idempotency, { key: "k" }, orderHandler())).rejects.toBeInstanceOf(IdempotencyError);
     expect(store.totalCalls).toBe(0);
+  });
+});
+
+describe("records completed without a body", () => {
+  /** Runs a first request, then rewrites its completed record's response as an operator or older writer might. */
+  async function completedWith(response: Uint8Array | null) {
+    const idempotency = engine();
+    const handler = orderHandler();
+    await send(idempotency, { key: "k" }, handler);
+    const key = events[0]?.key ?? "";
+    const record = await store.inner.get(key);
+    await store.inner.delete(key);
+    const args = { token: "t", fingerprint: record?.fingerprint ?? "", leaseMs: 1_000, ttlMs: 60_000 };
+    await store.inner.begin(key, { ...args, allowTakeover: false });
+    await store.inner.complete(key, "t", response, 60_000);
+    return { idempotency, handler };
+  }
+
+  it("answers 410 response-not-stored with the original Location, and never runs again", async () => {
+    const body = encodeResponse({
+      status: 201,
+      headers: [
+        ["location", "/orders/9"],
+        ["x-other", "1"],
+      ],
+      body: null,
+    });
+    const { idempotency, handler } = await completedWith(body);
+    const { response } = await send(idempotency, { key: "k" }, handler);
+    expect(response.status).toBe(410);
+    expect(response.headers.location).toBe("/orders/9");
+    expect(response.headers["x-other"]).toBeUndefined();
+    expect((response.json() as { type: string }).type).toBe(PROBLEM_TYPES.responseNotStored);
+    expect(handler.runs).toBe(1);
+  });
+
+  it("answers 410 for a null response", async () => {
+    const { idempotency, handler } = await completedWith(null);
+    const { response } = await send(idempotency, { key: "k" }, handler);
+    expect(response.status).toBe(410);
+    expect(response.headers.location).toBeUndefined();
+    expect(handler.runs).toBe(1);
+  });
+
+  it("answers 503 and reports store-error for an unreadable record, without running", async () => {
+    const { idempotency, handler } = await completedWith(Uint8Array.of(42, 0, 0));
+    const { response } = await send(idempotency, { key: "k" }, handler);
+    expect(response.status).toBe(503);
+    expect(events.at(-1)).toMatchObject({ type: "store-error", operation: "begin" });
+    expect(handler.runs).toBe(1);
   });
 });
