@@ -167,7 +167,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
         allowTakeover: resolved.onLeaseExpired === "run-again",
       });
     } catch (error) {
-      emit({ ...base(), type: "store-error", operation: "begin", error: toStoreError("begin", error) });
+      emit(storeErrorEvent(base(), "begin", error));
       return respond(problems.storeUnavailable());
     }
 
@@ -202,7 +202,7 @@ function replay(
   try {
     stored = bytes === null ? null : decodeResponse(bytes);
   } catch (error) {
-    emit({ ...base(), type: "store-error", operation: "begin", error: toStoreError("begin", error) });
+    emit(storeErrorEvent(base(), "begin", error));
     return respond(problems.storeUnavailable());
   }
   if (stored === null || stored.body === null) {
@@ -222,6 +222,15 @@ function replay(
     response: { status: stored.status, headers, body: stored.body },
     replayed: true,
   };
+}
+
+/** A `store-error` event for a failed store call, its error wrapped as an `IdempotencyStoreError`. */
+function storeErrorEvent(
+  base: IdempotencyEventBase,
+  operation: "begin" | "complete" | "extend" | "release",
+  error: unknown,
+): IdempotencyEvent {
+  return { ...base, type: "store-error", operation, error: toStoreError(operation, error) };
 }
 
 /** One claimed request: renews its lease, captures the response, then completes or releases the record. */
@@ -268,10 +277,8 @@ class ClaimedExecution implements Execution {
 
   write(chunk: Uint8Array): Uint8Array {
     if (this.#finished || chunk.length === 0) return chunk;
-    this.#status ??= 200;
-    this.#chunks.push(chunk.slice());
     const before = this.#captured;
-    this.#captured += chunk.length;
+    this.#capture(chunk);
     const length = this.#contentLength;
     if (length === undefined || this.#captured < length || before >= length) return chunk;
     // This chunk completes the declared body: keep its last byte until the record is completed.
@@ -282,14 +289,17 @@ class ClaimedExecution implements Execution {
 
   async end(chunk?: Uint8Array): Promise<Uint8Array> {
     if (this.#finished) return chunk ?? EMPTY;
-    this.#status ??= 200;
-    if (chunk && chunk.length > 0) {
-      this.#chunks.push(chunk.slice());
-      this.#captured += chunk.length;
-    }
+    if (chunk && chunk.length > 0) this.#capture(chunk);
     const rest = this.#held.length === 0 ? (chunk ?? EMPTY) : concat([this.#held, chunk ?? EMPTY]);
-    await this.#finish(this.#status);
+    await this.#finish(this.#status ?? 200);
     return rest;
+  }
+
+  /** Keeps a copy: a binding may reuse its buffer once the chunk is sent. */
+  #capture(chunk: Uint8Array): void {
+    this.#status ??= 200;
+    this.#chunks.push(chunk.slice());
+    this.#captured += chunk.length;
   }
 
   notStarted(): void {
@@ -315,12 +325,7 @@ class ClaimedExecution implements Execution {
         await store.release(this.#key, this.#token);
       } catch (error) {
         // The lease expires on its own; the key is free again after at most leaseMs.
-        this.#emit({
-          ...this.#base(),
-          type: "store-error",
-          operation: "release",
-          error: toStoreError("release", error),
-        });
+        this.#emit(storeErrorEvent(this.#base(), "release", error));
       }
       if (this.#notStarted) this.#emit({ ...this.#base(), type: "not-started", status });
       else
@@ -341,12 +346,7 @@ class ClaimedExecution implements Execution {
         this.#emit({ ...this.#base(), type: "lease-lost", operation: "complete" });
       }
     } catch (error) {
-      this.#emit({
-        ...this.#base(),
-        type: "store-error",
-        operation: "complete",
-        error: toStoreError("complete", error),
-      });
+      this.#emit(storeErrorEvent(this.#base(), "complete", error));
     }
   }
 
@@ -362,12 +362,7 @@ class ClaimedExecution implements Execution {
       }
     } catch (error) {
       // Keep trying on the next tick: the lease is only lost once another request takes the key over.
-      this.#emit({
-        ...this.#base(),
-        type: "store-error",
-        operation: "extend",
-        error: toStoreError("extend", error),
-      });
+      this.#emit(storeErrorEvent(this.#base(), "extend", error));
     } finally {
       this.#renewing = false;
     }
