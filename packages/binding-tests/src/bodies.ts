@@ -1,0 +1,35 @@
+/**
+ * The exact response bodies the catalogue's handlers produce, shared so every framework sends the same
+ * bytes and the table can check them.
+ */
+
+/** `/binary`'s body for execution `n`: 65 536 bytes, byte `i` = `(i * 7 + n) & 255`. */
+export function binaryBody(n: number): Uint8Array {
+  const bytes = new Uint8Array(65_536);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + n) & 255;
+  return bytes;
+}
+
+/** `/chunks`' three text chunks for execution `n`, written one by one. */
+export function textChunks(n: number): string[] {
+  return [`one ${n}\n`, `two ${n}\n`, `three ${n}\n`];
+}
+
+/**
+ * `/stream`'s four binary chunks for execution `n`: 16 384 bytes each, byte `i` of chunk `k` =
+ * `(i * 13 + k * 31 + n) & 255`.
+ */
+export function streamChunks(n: number): Uint8Array[] {
+  const chunks: Uint8Array[] = [];
+  for (let k = 0; k < 4; k++) {
+    const chunk = new Uint8Array(16_384);
+    for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 13 + k * 31 + n) & 255;
+    chunks.push(chunk);
+  }
+  return chunks;
+}
+
+/** Concatenates chunks (strings as UTF-8). */
+export function concatBytes(chunks: ReadonlyArray<string | Uint8Array>): Buffer {
+  return Buffer.concat(chunks.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)));
+}

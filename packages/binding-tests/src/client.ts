@@ -1,0 +1,103 @@
+import { request as httpRequestRaw, type IncomingHttpHeaders } from "node:http";
+
+/** A response as the client received it. */
+export interface HttpResponse {
+  status: number;
+  /** Node's parsed headers: lower-case names, `set-cookie` an array, other repeats joined. */
+  headers: IncomingHttpHeaders;
+  /** Name/value pairs exactly as received, in order. */
+  rawHeaders: Array<[string, string]>;
+  body: Buffer;
+  text(): string;
+  json(): unknown;
+}
+
+/** One request. */
+export interface HttpRequestInit {
+  /** Default `"POST"`. */
+  method?: string;
+  /** Request headers; an array value is sent as several header fields. */
+  headers?: Record<string, string | string[]>;
+  /** The `Idempotency-Key` header; an array sends several fields. */
+  key?: string | string[];
+  /** A JSON body as text, sent with `Content-Type: application/json`. */
+  json?: string;
+  /** A raw body (set `content-type` in `headers` yourself). */
+  body?: string | Uint8Array;
+  /** Called synchronously the moment the response's last byte has arrived, before the promise settles. */
+  onEnd?: () => void;
+}
+
+/** A request in flight, which the test can abort (a client disconnect). */
+export interface OpenRequest {
+  response: Promise<HttpResponse>;
+  /** Destroys the client's socket, as a client that gives up mid-request does. */
+  destroy(): void;
+}
+
+/**
+ * Starts a request over a fresh connection (`Connection: close`, no agent pooling), so each request is
+ * independent and a destroyed one affects nothing else.
+ *
+ * @example
+ * ```ts
+ * const pending = openRequest(`${app.url}/slow`, { key: "k1" });
+ * pending.destroy();
+ * ```
+ */
+export function openRequest(url: string, init: HttpRequestInit = {}): OpenRequest {
+  const headers: Record<string, string | string[]> = { ...init.headers };
+  let body: Uint8Array | undefined;
+  if (init.json !== undefined) {
+    headers["content-type"] ??= "application/json";
+    body = Buffer.from(init.json);
+  } else if (init.body !== undefined) {
+    body = typeof init.body === "string" ? Buffer.from(init.body) : init.body;
+  }
+  const method = init.method ?? "POST";
+  if (body === undefined && method !== "GET" && method !== "HEAD") body = new Uint8Array(0);
+  if (body !== undefined) headers["content-length"] = String(body.length);
+  if (init.key !== undefined) headers["idempotency-key"] = init.key;
+
+  let destroy: () => void = () => {};
+  const response = new Promise<HttpResponse>((resolve, reject) => {
+    const req = httpRequestRaw(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("error", reject);
+      res.on("end", () => {
+        init.onEnd?.();
+        const bytes = Buffer.concat(chunks);
+        const rawHeaders: Array<[string, string]> = [];
+        for (let i = 0; i < res.rawHeaders.length; i += 2) {
+          rawHeaders.push([res.rawHeaders[i] as string, res.rawHeaders[i + 1] as string]);
+        }
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          rawHeaders,
+          body: bytes,
+          text: () => bytes.toString("utf8"),
+          json: () => JSON.parse(bytes.toString("utf8")),
+        });
+      });
+    });
+    req.on("error", reject);
+    destroy = () => req.destroy();
+    req.end(body);
+  });
+  return { response, destroy: () => destroy() };
+}
+
+/**
+ * Sends one request over a fresh loopback connection and resolves with the whole response.
+ *
+ * @example
+ * ```ts
+ * const res = await httpRequest(`${app.url}/orders`, { key: "k1", json: '{"item":"apple"}' });
+ * res.status; // 201
+ * ```
+ */
+export function httpRequest(url: string, init: HttpRequestInit = {}): Promise<HttpResponse> {
+  return openRequest(url, init).response;
+}

@@ -1,0 +1,20 @@
+export { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
+export {
+  type HttpRequestInit,
+  type HttpResponse,
+  httpRequest,
+  type OpenRequest,
+  openRequest,
+} from "./client.js";
+export { TableHooks } from "./hooks.js";
+export { TableStore } from "./store.js";
+export { type DescribeBindingOptions, describeBindingBehaviour } from "./table.js";
+export type {
+  AppFactory,
+  AppSetup,
+  ConnectionCounter,
+  MountMode,
+  RouteHooks,
+  RouteName,
+  RunningApp,
+} from "./types.js";

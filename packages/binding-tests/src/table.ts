@@ -1,0 +1,667 @@
+import { type IdempotencyEvent, type IdempotencyOptions, PROBLEM_TYPES } from "@idempotency/core";
+import { afterEach, describe, expect, it } from "vitest";
+import { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
+import { type HttpRequestInit, type HttpResponse, httpRequest, openRequest } from "./client.js";
+import { TableHooks } from "./hooks.js";
+import { TableStore } from "./store.js";
+import type { AppFactory, ConnectionCounter, MountMode, RunningApp } from "./types.js";
+
+/** Options of {@link describeBindingBehaviour}. */
+export interface DescribeBindingOptions {
+  /** The mount modes to run the table in. Default: all three. */
+  mounts?: readonly MountMode[];
+  /** Per-case timeout in ms. Default `30_000` (the machine is small and shared; no case waits on purpose). */
+  timeoutMs?: number;
+}
+
+/** One case's running app and everything the table observes about it. */
+interface CaseApp {
+  app: RunningApp;
+  hooks: TableHooks;
+  store: TableStore;
+  events: IdempotencyEvent[];
+  /** The route's full path as the server sees it: `/api/orders` under the prefix mount, else `/orders`. */
+  path(route: string): string;
+  send(route: string, init?: HttpRequestInit): Promise<HttpResponse>;
+  /** Resolves with the next event of this type (one already recorded and not yet awaited counts). */
+  nextEvent(type: IdempotencyEvent["type"]): Promise<IdempotencyEvent>;
+  eventTypes(): string[];
+}
+
+const ORDER = '{"item":"apple"}';
+
+function mediaType(response: HttpResponse): string | undefined {
+  return response.headers["content-type"]?.split(";")[0]?.trim().toLowerCase();
+}
+
+function expectProblem(response: HttpResponse, status: number, type: string): void {
+  expect(response.status).toBe(status);
+  expect(response.headers["content-type"]).toBe("application/problem+json");
+  const problem = response.json() as Record<string, unknown>;
+  expect(problem.type).toBe(type);
+  expect(problem.status).toBe(status);
+  expect(typeof problem.title).toBe("string");
+  expect(typeof problem.detail).toBe("string");
+  expect(response.headers["idempotent-replayed"]).toBeUndefined();
+}
+
+function expectReplayOf(replay: HttpResponse, first: HttpResponse): void {
+  expect(replay.status).toBe(first.status);
+  expect(replay.headers["idempotent-replayed"]).toBe("true");
+  expect(replay.body.equals(first.body)).toBe(true);
+  expect(replay.headers["content-type"]).toBe(first.headers["content-type"]);
+  expect(replay.headers["content-length"]).toBe(String(first.body.length));
+  expect(replay.headers["set-cookie"]).toBeUndefined();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls until the server holds no connection: it has noticed every client disconnect. */
+async function untilNoConnections(server: ConnectionCounter, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const count = await new Promise<number>((resolve, reject) =>
+      server.getConnections((error, n) => (error ? reject(error) : resolve(n))),
+    );
+    if (count === 0) return;
+    if (Date.now() > deadline) throw new Error(`the server still holds ${count} connection(s)`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Runs the shared HTTP behaviour table against one framework binding: every case over real HTTP on
+ * 127.0.0.1, for each mount mode, with exact statuses, headers, bodies and handler execution counts.
+ * `factory` builds the route catalogue (see this package's README) with the binding under test and starts
+ * it; the table closes it after the case.
+ *
+ * @example
+ * ```ts
+ * import { describeBindingBehaviour } from "@idempotency/binding-tests";
+ *
+ * describeBindingBehaviour("express 5", (setup) => startExpressApp(express, setup));
+ * ```
+ */
+export function describeBindingBehaviour(
+  name: string,
+  factory: AppFactory,
+  options: DescribeBindingOptions = {},
+): void {
+  const mounts = options.mounts ?? ["route", "global", "prefix"];
+  const timeout = options.timeoutMs ?? 30_000;
+
+  describe(name, () => {
+    for (const mount of mounts) {
+      describe(`mounted ${mount}`, () => {
+        const opened: CaseApp[] = [];
+
+        afterEach(async () => {
+          for (const running of opened.splice(0)) {
+            running.hooks.openGate();
+            await running.app.close();
+          }
+        });
+
+        async function start(overrides: Partial<IdempotencyOptions> = {}): Promise<CaseApp> {
+          const hooks = new TableHooks();
+          const store = new TableStore();
+          const events: IdempotencyEvent[] = [];
+          const waiters: Array<{ type: string; resolve: (event: IdempotencyEvent) => void }> = [];
+          const claimedByWaiter = new Set<IdempotencyEvent>();
+          const options: IdempotencyOptions = {
+            store,
+            scope: (request) => request.headers.get("x-tenant") ?? "public",
+            onEvent(event) {
+              events.push(event);
+              const waiter = waiters.find((candidate) => candidate.type === event.type);
+              if (waiter) {
+                waiters.splice(waiters.indexOf(waiter), 1);
+                claimedByWaiter.add(event);
+                waiter.resolve(event);
+              }
+            },
+            ...overrides,
+          };
+          const app = await factory({ options, mount, hooks });
+          const prefix = mount === "prefix" ? "/api" : "";
+          const running: CaseApp = {
+            app,
+            hooks,
+            store,
+            events,
+            path: (route) => `${prefix}${route}`,
+            send: (route, init) => httpRequest(`${app.url}${prefix}${route}`, init),
+            nextEvent(type) {
+              const recorded = events.find((event) => event.type === type && !claimedByWaiter.has(event));
+              if (recorded) {
+                claimedByWaiter.add(recorded);
+                return Promise.resolve(recorded);
+              }
+              return new Promise((resolve) => waiters.push({ type, resolve }));
+            },
+            eventTypes: () => events.map((event) => event.type),
+          };
+          opened.push(running);
+          return running;
+        }
+
+        it(
+          "runs the first request and sends its response unchanged",
+          async () => {
+            const t = await start();
+            const res = await t.send("/orders", { key: "k-first", json: ORDER });
+            expect(res.status).toBe(201);
+            expect(mediaType(res)).toBe("application/json");
+            expect(res.text()).toBe('{"id":1,"item":"apple"}');
+            expect(res.headers.location).toBe("/orders/1");
+            expect(res.headers["set-cookie"]).toEqual(["session=s1"]);
+            expect(res.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("orders")).toBe(1);
+            expect(t.eventTypes()).toEqual(["claimed", "completed"]);
+            expect(t.events[0]?.path).toBe(t.path("/orders"));
+            expect(t.events[0]?.method).toBe("POST");
+          },
+          timeout,
+        );
+
+        it(
+          "replays the stored response byte for byte with Idempotent-Replayed: true, Location kept, Set-Cookie dropped",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", { key: "k-replay", json: ORDER });
+            const replay = await t.send("/orders", { key: "k-replay", json: ORDER });
+            expect(first.status).toBe(201);
+            expectReplayOf(replay, first);
+            expect(replay.text()).toBe('{"id":1,"item":"apple"}');
+            expect(replay.headers.location).toBe("/orders/1");
+            expect(t.hooks.count("orders")).toBe(1);
+            expect(t.eventTypes()).toEqual(["claimed", "completed", "replayed"]);
+          },
+          timeout,
+        );
+
+        it(
+          "answers the same key with a different body with 422 and does not run the handler",
+          async () => {
+            const t = await start();
+            await t.send("/orders", { key: "k-mismatch", json: ORDER });
+            const res = await t.send("/orders", { key: "k-mismatch", json: '{"item":"pear"}' });
+            expectProblem(res, 422, PROBLEM_TYPES.keyReused);
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "answers a duplicate while the first runs with 409 and Retry-After, then replays once it is done",
+          async () => {
+            const t = await start();
+            const first = t.send("/slow", { key: "k-slow" });
+            await t.hooks.whenExecuted("slow");
+            const duplicate = await t.send("/slow", { key: "k-slow" });
+            expectProblem(duplicate, 409, PROBLEM_TYPES.inProgress);
+            const retryAfter = Number(duplicate.headers["retry-after"]);
+            expect(Number.isInteger(retryAfter)).toBe(true);
+            expect(retryAfter).toBeGreaterThanOrEqual(1);
+            expect(retryAfter).toBeLessThanOrEqual(30);
+            t.hooks.openGate();
+            const done = await first;
+            expect(done.status).toBe(201);
+            expect(done.text()).toBe('{"slow":1}');
+            const replay = await t.send("/slow", { key: "k-slow" });
+            expectReplayOf(replay, done);
+            expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "answers a different body while the first runs with 422, not 409",
+          async () => {
+            const t = await start();
+            const first = t.send("/slow", { key: "k-slow-422" });
+            await t.hooks.whenExecuted("slow");
+            const other = await t.send("/slow", {
+              key: "k-slow-422",
+              headers: { "content-type": "text/plain" },
+              body: "another request",
+            });
+            expectProblem(other, 422, PROBLEM_TYPES.keyReused);
+            t.hooks.openGate();
+            expect((await first).status).toBe(201);
+            expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        const invalidKeys: Array<[string, string | string[]]> = [
+          ["an empty key", ""],
+          ["a key of 256 characters", "k".repeat(256)],
+          ["a key with a quote inside", 'ab"c'],
+          ["a malformed quoted key", '"abc'],
+          ["two Idempotency-Key header fields", ["k-one", "k-two"]],
+          ["a comma-merged list of keys", "k-one, k-two"],
+        ];
+        for (const [what, key] of invalidKeys) {
+          it(
+            `answers ${what} with 400 before any store I/O`,
+            async () => {
+              const t = await start();
+              const res = await t.send("/orders", { key, json: ORDER });
+              expectProblem(res, 400, PROBLEM_TYPES.invalidKey);
+              expect(t.hooks.count("orders")).toBe(0);
+              expect(t.store.totalCalls).toBe(0);
+            },
+            timeout,
+          );
+        }
+
+        it(
+          "accepts a key of 255 characters and a quoted sf-string key as the same key unquoted",
+          async () => {
+            const t = await start();
+            const long = await t.send("/orders", { key: "k".repeat(255), json: ORDER });
+            expect(long.status).toBe(201);
+            const quoted = await t.send("/orders", { key: '"k-quoted"', json: ORDER });
+            expect(quoted.status).toBe(201);
+            const raw = await t.send("/orders", { key: "k-quoted", json: ORDER });
+            expectReplayOf(raw, quoted);
+            expect(t.hooks.count("orders")).toBe(2);
+          },
+          timeout,
+        );
+
+        it(
+          "lets a request without a key through unprotected",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", { json: ORDER });
+            const second = await t.send("/orders", { json: ORDER });
+            expect(first.text()).toBe('{"id":1,"item":"apple"}');
+            expect(second.text()).toBe('{"id":2,"item":"apple"}');
+            expect(second.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("orders")).toBe(2);
+            expect(t.store.totalCalls).toBe(0);
+          },
+          timeout,
+        );
+
+        it(
+          "answers a request without a key with 400 when keys are required",
+          async () => {
+            const t = await start({ required: true });
+            const res = await t.send("/orders", { json: ORDER });
+            expectProblem(res, 400, PROBLEM_TYPES.missingKey);
+            expect(t.hooks.count("orders")).toBe(0);
+            expect(t.store.totalCalls).toBe(0);
+          },
+          timeout,
+        );
+
+        it(
+          "lets the app's error handler answer a thrown error, releases the claim, and runs a retry again",
+          async () => {
+            const t = await start();
+            const first = await t.send("/throw", { key: "k-throw" });
+            expect(first.status).toBe(500);
+            expect(mediaType(first)).toBe("text/plain");
+            expect(first.text()).toBe("handled: boom");
+            const retry = await t.send("/throw", { key: "k-throw" });
+            expect(retry.status).toBe(500);
+            expect(retry.text()).toBe("handled: boom");
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("throw")).toBe(2);
+            expect(t.eventTypes()).toEqual(["claimed", "released", "claimed", "released"]);
+            expect(
+              t.events.filter((event) => event.type === "released").map((event) => event.status),
+            ).toEqual([500, 500]);
+          },
+          timeout,
+        );
+
+        it(
+          "does not store a 5xx the handler sends: a retry runs again",
+          async () => {
+            const t = await start();
+            const first = await t.send("/fail", { key: "k-fail" });
+            expect(first.status).toBe(500);
+            expect(first.text()).toBe("failed 1");
+            const retry = await t.send("/fail", { key: "k-fail" });
+            expect(retry.status).toBe(500);
+            expect(retry.text()).toBe("failed 2");
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("fail")).toBe(2);
+          },
+          timeout,
+        );
+
+        it(
+          "releases the claim when the handler calls notStarted: a retry runs again",
+          async () => {
+            const t = await start();
+            const first = await t.send("/not-started", { key: "k-ns", json: ORDER });
+            expect(first.status).toBe(403);
+            expect(mediaType(first)).toBe("application/json");
+            expect(first.text()).toBe('{"error":"forbidden"}');
+            const retry = await t.send("/not-started", { key: "k-ns", json: ORDER });
+            expect(retry.status).toBe(403);
+            expect(retry.text()).toBe('{"error":"forbidden"}');
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("not-started")).toBe(2);
+            expect(t.eventTypes()).toEqual(["claimed", "not-started", "claimed", "not-started"]);
+          },
+          timeout,
+        );
+
+        it(
+          "stores and replays a 4xx the handler sends",
+          async () => {
+            const t = await start();
+            const first = await t.send("/client-error", { key: "k-400", json: ORDER });
+            expect(first.status).toBe(400);
+            expect(first.text()).toBe('{"error":"invalid item"}');
+            const replay = await t.send("/client-error", { key: "k-400", json: ORDER });
+            expectReplayOf(replay, first);
+            expect(t.hooks.count("client-error")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a text response",
+          async () => {
+            const t = await start();
+            const first = await t.send("/text", { key: "k-text" });
+            expect(first.status).toBe(200);
+            expect(mediaType(first)).toBe("text/plain");
+            expect(first.text()).toBe("hello 1");
+            const replay = await t.send("/text", { key: "k-text" });
+            expectReplayOf(replay, first);
+            expect(t.hooks.count("text")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a binary response byte for byte",
+          async () => {
+            const t = await start();
+            const first = await t.send("/binary", { key: "k-bin" });
+            expect(first.status).toBe(200);
+            expect(mediaType(first)).toBe("application/octet-stream");
+            expect(first.body.equals(Buffer.from(binaryBody(1)))).toBe(true);
+            const replay = await t.send("/binary", { key: "k-bin" });
+            expectReplayOf(replay, first);
+            expect(replay.headers["content-length"]).toBe("65536");
+            expect(t.hooks.count("binary")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a response written in chunks",
+          async () => {
+            const t = await start();
+            const first = await t.send("/chunks", { key: "k-chunks" });
+            expect(first.status).toBe(200);
+            expect(mediaType(first)).toBe("text/plain");
+            expect(first.headers["transfer-encoding"]).toBe("chunked");
+            expect(first.text()).toBe(textChunks(1).join(""));
+            const replay = await t.send("/chunks", { key: "k-chunks" });
+            expectReplayOf(replay, first);
+            expect(replay.headers["transfer-encoding"]).toBeUndefined();
+            expect(t.hooks.count("chunks")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a streamed binary response byte for byte",
+          async () => {
+            const t = await start();
+            const first = await t.send("/stream", { key: "k-stream" });
+            expect(first.status).toBe(200);
+            expect(mediaType(first)).toBe("application/octet-stream");
+            expect(first.body.equals(concatBytes(streamChunks(1)))).toBe(true);
+            const replay = await t.send("/stream", { key: "k-stream" });
+            expectReplayOf(replay, first);
+            expect(t.hooks.count("stream")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a 204 with no body",
+          async () => {
+            const t = await start();
+            const first = await t.send("/empty", { key: "k-204" });
+            expect(first.status).toBe(204);
+            expect(first.body.length).toBe(0);
+            const replay = await t.send("/empty", { key: "k-204" });
+            expect(replay.status).toBe(204);
+            expect(replay.body.length).toBe(0);
+            expect(replay.headers["idempotent-replayed"]).toBe("true");
+            expect(t.hooks.count("empty")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "replays a redirect with its Location",
+          async () => {
+            const t = await start();
+            const first = await t.send("/redirect", { key: "k-303" });
+            expect(first.status).toBe(303);
+            expect(first.headers.location).toBe("/orders/1");
+            const replay = await t.send("/redirect", { key: "k-303" });
+            expect(replay.status).toBe(303);
+            expect(replay.headers.location).toBe("/orders/1");
+            expect(replay.headers["idempotent-replayed"]).toBe("true");
+            expect(replay.body.equals(first.body)).toBe(true);
+            expect(t.hooks.count("redirect")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "captures a header set after the status and replays it",
+          async () => {
+            const t = await start();
+            const first = await t.send("/headers-late", { key: "k-late" });
+            expect(first.status).toBe(200);
+            expect(first.headers["x-late"]).toBe("yes");
+            expect(first.text()).toBe("late");
+            const replay = await t.send("/headers-late", { key: "k-late" });
+            expectReplayOf(replay, first);
+            expect(replay.headers["x-late"]).toBe("yes");
+            expect(t.hooks.count("headers-late")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "runs the handler exactly once for 200 concurrent duplicates",
+          async () => {
+            const t = await start();
+            const responses = await Promise.all(
+              Array.from({ length: 200 }, () => t.send("/orders", { key: "k-race", json: ORDER })),
+            );
+            expect(t.hooks.count("orders")).toBe(1);
+            const originals = responses.filter(
+              (res) => res.status === 201 && res.headers["idempotent-replayed"] === undefined,
+            );
+            const replays = responses.filter(
+              (res) => res.status === 201 && res.headers["idempotent-replayed"] === "true",
+            );
+            const conflicts = responses.filter((res) => res.status === 409);
+            expect(originals).toHaveLength(1);
+            expect(originals.length + replays.length + conflicts.length).toBe(200);
+            for (const res of [...originals, ...replays]) expect(res.text()).toBe('{"id":1,"item":"apple"}');
+            for (const res of conflicts) expectProblem(res, 409, PROBLEM_TYPES.inProgress);
+          },
+          timeout,
+        );
+
+        it(
+          "keeps two principals with the same key apart: two executions",
+          async () => {
+            const t = await start();
+            const a = await t.send("/orders", { key: "k-shared", json: ORDER, headers: { "x-tenant": "a" } });
+            const b = await t.send("/orders", { key: "k-shared", json: ORDER, headers: { "x-tenant": "b" } });
+            expect(a.text()).toBe('{"id":1,"item":"apple"}');
+            expect(b.text()).toBe('{"id":2,"item":"apple"}');
+            expect(b.headers["idempotent-replayed"]).toBeUndefined();
+            const againA = await t.send("/orders", {
+              key: "k-shared",
+              json: ORDER,
+              headers: { "x-tenant": "a" },
+            });
+            const againB = await t.send("/orders", {
+              key: "k-shared",
+              json: ORDER,
+              headers: { "x-tenant": "b" },
+            });
+            expectReplayOf(againA, a);
+            expectReplayOf(againB, b);
+            expect(t.hooks.count("orders")).toBe(2);
+          },
+          timeout,
+        );
+
+        it(
+          "treats the same key on another path as another record",
+          async () => {
+            const t = await start();
+            expect((await t.send("/orders", { key: "k-paths", json: ORDER })).status).toBe(201);
+            expect((await t.send("/text", { key: "k-paths" })).status).toBe(200);
+            expect(t.hooks.count("orders")).toBe(1);
+            expect(t.hooks.count("text")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "answers 503 problem+json with Retry-After when the store is down, without running the handler",
+          async () => {
+            const t = await start();
+            t.store.down = true;
+            const res = await t.send("/orders", { key: "k-down", json: ORDER });
+            expectProblem(res, 503, PROBLEM_TYPES.storeUnavailable);
+            expect(res.headers["retry-after"]).toBe("1");
+            expect(t.hooks.count("orders")).toBe(0);
+            expect(t.eventTypes()).toEqual(["store-error"]);
+          },
+          timeout,
+        );
+
+        it(
+          "stores the response of a request whose client disconnected, and replays it to the retry",
+          async () => {
+            const t = await start();
+            const pending = openRequest(`${t.app.url}${t.path("/slow")}`, { key: "k-gone" });
+            pending.response.catch(() => {}); // the client gave up: its socket is destroyed
+            await t.hooks.whenExecuted("slow");
+            pending.destroy();
+            await untilNoConnections(t.app.server);
+            const completed = t.nextEvent("completed");
+            t.hooks.openGate();
+            const event = await completed;
+            expect(event.type === "completed" && event.status).toBe(201);
+            const retry = await t.send("/slow", { key: "k-gone" });
+            expect(retry.status).toBe(201);
+            expect(retry.text()).toBe('{"slow":1}');
+            expect(retry.headers["idempotent-replayed"]).toBe("true");
+            expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        for (const [framing, route] of [
+          ["Content-Length", "/orders"],
+          ["chunked", "/chunks"],
+        ] as const) {
+          it(
+            `completes the record before the client has the whole response (${framing}): an immediate retry replays`,
+            async () => {
+              const t = await start();
+              t.store.completeDelayMs = 50; // a slow store: a binding that ends the response early is caught
+              let completedAtEnd: boolean | undefined;
+              const init = { key: `k-immediate-${framing}`, json: ORDER };
+              const first = await t.send(route, {
+                ...init,
+                onEnd: () => {
+                  completedAtEnd = t.events.some((event) => event.type === "completed");
+                },
+              });
+              const retry = await t.send(route, init);
+              expect(completedAtEnd).toBe(true);
+              if (framing === "chunked") expect(first.headers["transfer-encoding"]).toBe("chunked");
+              else expect(first.headers["content-length"]).toBe(String(first.body.length));
+              expectReplayOf(retry, first);
+            },
+            timeout,
+          );
+        }
+
+        it(
+          "keeps the query string out of the path but in the fingerprint",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders?a=1", { key: "k-query", json: ORDER });
+            expect(first.status).toBe(201);
+            const other = await t.send("/orders?a=2", { key: "k-query", json: ORDER });
+            expectProblem(other, 422, PROBLEM_TYPES.keyReused);
+            const same = await t.send("/orders?a=1", { key: "k-query", json: ORDER });
+            expectReplayOf(same, first);
+            expect(t.events.find((event) => event.type === "claimed")?.path).toBe(t.path("/orders"));
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "fingerprints JSON regardless of key order and whitespace, but keeps every digit of a number",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", { key: "k-json", json: '{"item":"apple","qty":2}' });
+            const reordered = await t.send("/orders", {
+              key: "k-json",
+              json: '{ "qty": 2,\n "item": "apple" }',
+            });
+            expectReplayOf(reordered, first);
+            const big = await t.send("/orders", {
+              key: "k-big",
+              json: '{"item":"apple","qty":9007199254740993}',
+            });
+            expect(big.status).toBe(201);
+            const rounded = await t.send("/orders", {
+              key: "k-big",
+              json: '{"item":"apple","qty":9007199254740992}',
+            });
+            expectProblem(rounded, 422, PROBLEM_TYPES.keyReused);
+            expect(t.hooks.count("orders")).toBe(2);
+          },
+          timeout,
+        );
+
+        it(
+          "passes a GET straight through, key or not",
+          async () => {
+            const t = await start();
+            const first = await t.send("/text", { method: "GET", key: "k-get" });
+            const second = await t.send("/text", { method: "GET", key: "k-get" });
+            expect(first.status).toBe(200);
+            expect(first.text()).toBe("hello 1");
+            expect(second.text()).toBe("hello 2");
+            expect(second.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.store.totalCalls).toBe(0);
+            expect(t.events).toEqual([]);
+          },
+          timeout,
+        );
+      });
+    }
+  });
+}
