@@ -1,0 +1,305 @@
+import {
+  type BeginArgs,
+  type BeginResult,
+  IdempotencyOptionsError,
+  type IdempotencyStore,
+  IdempotencyStoreError,
+  type StoredRecord,
+} from "@idempotency/core";
+import type { Cluster, Redis } from "ioredis";
+import { type Script, scripts } from "./scripts.js";
+import { ServerClock } from "./server-clock.js";
+
+/**
+ * Options of {@link RedisStore}.
+ *
+ * @example
+ * ```ts
+ * const options: RedisStoreOptions = { client: new Redis(process.env.REDIS_URL), prefix: "orders:idem:" };
+ * ```
+ */
+export interface RedisStoreOptions {
+  /**
+   * An ioredis `Redis` or `Cluster` client. You own it: the store never connects, closes or reconfigures it.
+   * See the README for the client settings the store relies on.
+   */
+  client: Redis | Cluster;
+  /** Prepended to every record key. Default `"idempotency:"`. */
+  prefix?: string;
+  /**
+   * How long one store call may take, in ms. A call that has not answered by then fails with
+   * `IdempotencyStoreError`, and if the command reaches Redis later (it sat in ioredis' offline queue, or
+   * the server was paused) the script refuses to apply it. Keep it at or below the engine's
+   * `storeTimeoutMs`. Default `2_000`.
+   */
+  timeoutMs?: number;
+}
+
+/** What the store needs of an ioredis client; both `Redis` and `Cluster` have it. */
+interface BufferCommands {
+  callBuffer(command: string, ...args: Array<string | Buffer | number>): Promise<unknown>;
+}
+
+/** What the scripts return after the server time: bulk strings as Buffers, integers as numbers, nil as null. */
+type Reply = Array<Buffer | number | null>;
+
+const DEFAULT_PREFIX = "idempotency:";
+const DEFAULT_TIMEOUT_MS = 2_000;
+
+/**
+ * An `IdempotencyStore` on Redis (single node, Sentinel or Cluster) through an ioredis client you pass in.
+ *
+ * Every operation is one Lua script run by SHA (`EVALSHA`), so `begin` claims, takes over an expired lease
+ * or returns the existing record atomically in ONE round trip, and `complete`, `extend` and `release` check
+ * the owner token inside the script. Scripts are loaded lazily: after `NOSCRIPT` (first use, `SCRIPT FLUSH`,
+ * a failover to a fresh node) the same call is sent once more as `EVAL`, which also caches it again. Leases
+ * and TTLs are compared on the server's clock (`TIME`), so application servers with skewed clocks agree.
+ * Each record is one hash under one key with a native `PEXPIRE` TTL, so every script touches one hash slot
+ * and Redis Cluster works unchanged.
+ *
+ * Every call has a deadline (`timeoutMs`): it fails with `IdempotencyStoreError` when Redis has not answered
+ * by then, and a command that reaches Redis after its deadline is refused by the script instead of
+ * applying unnoticed. The first call of an instance costs one extra round trip (`TIME`) to learn the
+ * server clock that deadlines are expressed in.
+ *
+ * @example
+ * ```ts
+ * import { createIdempotency } from "@idempotency/core";
+ * import { RedisStore } from "@idempotency/redis";
+ * import { Redis } from "ioredis";
+ *
+ * const client = new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379", { maxRetriesPerRequest: 1 });
+ * const idempotency = createIdempotency({ store: new RedisStore({ client }), scope: "global" });
+ * ```
+ */
+export class RedisStore implements IdempotencyStore {
+  readonly #client: BufferCommands;
+  readonly #prefix: string;
+  readonly #timeoutMs: number;
+  readonly #clock = new ServerClock();
+  #closed = false;
+
+  constructor(options: RedisStoreOptions) {
+    if (typeof options !== "object" || options === null) {
+      throw new IdempotencyOptionsError(
+        "options",
+        "expected an object such as `{ client: new Redis(url) }`.",
+      );
+    }
+    const client = options.client as unknown;
+    if (
+      typeof client !== "object" ||
+      client === null ||
+      typeof (client as BufferCommands).callBuffer !== "function"
+    ) {
+      throw new IdempotencyOptionsError(
+        "client",
+        "required: an ioredis `Redis` or `Cluster` instance, e.g. `new RedisStore({ client: new Redis(url) })`.",
+      );
+    }
+    const prefix = options.prefix ?? DEFAULT_PREFIX;
+    if (typeof prefix !== "string") {
+      throw new IdempotencyOptionsError(
+        "prefix",
+        `expected a string such as "idempotency:", got ${typeof prefix}.`,
+      );
+    }
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (typeof timeoutMs !== "number" || !Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
+      throw new IdempotencyOptionsError(
+        "timeoutMs",
+        `expected a positive whole number of milliseconds, got ${String(timeoutMs)}.`,
+      );
+    }
+    this.#client = client as BufferCommands;
+    this.#prefix = prefix;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** The Redis key holding the record of `key`. */
+  keyOf(key: string): string {
+    return this.#prefix + key;
+  }
+
+  async begin(key: string, args: BeginArgs): Promise<BeginResult> {
+    const reply = await this.#call(scripts.begin, key, [
+      args.token,
+      args.fingerprint,
+      String(args.leaseMs),
+      String(args.ttlMs),
+      args.allowTakeover ? "1" : "0",
+    ]);
+    const state = text(reply[1]);
+    if (state === "claimed") return { state: "claimed", takeover: reply[2] === 1 };
+    if (state === "in-flight") {
+      return { state: "in-flight", fingerprint: text(reply[2]), leaseRemainingMs: count(reply[3]) };
+    }
+    if (state === "completed") {
+      return { state: "completed", fingerprint: text(reply[2]), response: bytes(reply[3]) };
+    }
+    throw malformed("begin", reply);
+  }
+
+  async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean> {
+    const body =
+      response === null ? "" : Buffer.from(response.buffer, response.byteOffset, response.byteLength);
+    const reply = await this.#call(scripts.complete, key, [
+      token,
+      response === null ? "0" : "1",
+      body,
+      String(ttlMs),
+    ]);
+    return reply[1] === 1;
+  }
+
+  async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
+    const reply = await this.#call(scripts.extend, key, [token, String(leaseMs)]);
+    return reply[1] === 1;
+  }
+
+  async release(key: string, token: string): Promise<boolean> {
+    const reply = await this.#call(scripts.release, key, [token]);
+    return reply[1] === 1;
+  }
+
+  async get(key: string): Promise<StoredRecord | null> {
+    const reply = await this.#call(scripts.get, key, []);
+    if (reply.length === 1) return null;
+    const state = text(reply[1]);
+    if (state === "in-flight") {
+      return {
+        state: "in-flight",
+        fingerprint: text(reply[2]),
+        token: text(reply[3]),
+        leaseRemainingMs: count(reply[4]),
+        ttlRemainingMs: count(reply[6]),
+      };
+    }
+    if (state === "completed") {
+      return {
+        state: "completed",
+        fingerprint: text(reply[2]),
+        response: bytes(reply[5]),
+        ttlRemainingMs: count(reply[6]),
+      };
+    }
+    throw malformed("get", reply);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const reply = await this.#call(scripts.delete, key, []);
+    return reply[1] === 1;
+  }
+
+  /**
+   * Marks this store closed: later calls fail with `IdempotencyStoreError`. The client is yours and stays
+   * open; close it yourself (`client.quit()`).
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  /** Runs `script` on `key` within the deadline, mapping every failure to `IdempotencyStoreError`. */
+  async #call(script: Script, key: string, args: Array<string | Buffer>): Promise<Reply> {
+    if (this.#closed) {
+      throw new IdempotencyStoreError(`RedisStore ${script.name} failed: the store was closed.`);
+    }
+    const startedAt = this.#clock.localNow();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new IdempotencyStoreError(
+            `RedisStore ${script.name} failed: Redis did not answer within ${this.#timeoutMs} ms (timeoutMs); ` +
+              "the command will not apply if it reaches Redis later.",
+          ),
+        );
+      }, this.#timeoutMs);
+    });
+    const evaluation = this.#evaluate(script, key, args, startedAt);
+    try {
+      return await Promise.race([evaluation, timeout]);
+    } catch (error) {
+      throw storeError(script.name, error);
+    } finally {
+      clearTimeout(timer);
+      // The evaluation may still settle after a timeout; its outcome is no longer anyone's news.
+      evaluation.catch(() => undefined);
+    }
+  }
+
+  async #evaluate(
+    script: Script,
+    key: string,
+    args: Array<string | Buffer>,
+    startedAt: number,
+  ): Promise<Reply> {
+    if (!this.#clock.known) await this.#learnServerClock();
+    const argv = [String(this.#clock.deadline(startedAt, this.#timeoutMs)), ...args];
+    const redisKey = this.#prefix + key;
+    let reply: unknown;
+    try {
+      try {
+        reply = await this.#client.callBuffer("evalsha", script.sha, 1, redisKey, ...argv);
+      } catch (error) {
+        if (!messageOf(error).startsWith("NOSCRIPT")) throw error;
+        // Not in this node's script cache (first use, SCRIPT FLUSH, failover): EVAL runs and caches it.
+        reply = await this.#client.callBuffer("eval", script.source, 1, redisKey, ...argv);
+      }
+    } catch (error) {
+      const late = messageOf(error).match(/IDEMPOTENCY_LATE (\d+)/);
+      if (late) {
+        this.#clock.observe(Number(late[1]));
+        throw new IdempotencyStoreError(
+          `RedisStore ${script.name} failed: the command reached Redis after its deadline (timeoutMs ` +
+            `${this.#timeoutMs} ms) and was not applied.`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    if (!Array.isArray(reply) || typeof reply[0] !== "number") throw malformed(script.name, reply);
+    this.#clock.observe(reply[0]);
+    return reply as Reply;
+  }
+
+  async #learnServerClock(): Promise<void> {
+    const reply = await this.#client.callBuffer("time");
+    if (!Array.isArray(reply) || reply.length !== 2) throw malformed("time", reply);
+    const [seconds, micros] = reply.map((part) => Number(String(part)));
+    this.#clock.observe((seconds as number) * 1000 + Math.floor((micros as number) / 1000));
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function storeError(operation: string, error: unknown): IdempotencyStoreError {
+  if (error instanceof IdempotencyStoreError) return error;
+  return new IdempotencyStoreError(`RedisStore ${operation} failed: ${messageOf(error)}`, { cause: error });
+}
+
+function malformed(operation: string, reply: unknown): IdempotencyStoreError {
+  return new IdempotencyStoreError(
+    `RedisStore ${operation} failed: unexpected reply from Redis (${JSON.stringify(reply)?.slice(0, 200)}); ` +
+      "is another program writing to keys under this store's prefix?",
+  );
+}
+
+function text(value: Buffer | number | null | undefined): string {
+  if (Buffer.isBuffer(value)) return value.toString("utf8");
+  throw malformed("decode", value);
+}
+
+function count(value: Buffer | number | null | undefined): number {
+  if (typeof value === "number") return value;
+  throw malformed("decode", value);
+}
+
+/** A copy in a fresh buffer: the parser's buffers may share memory with other replies. */
+function bytes(value: Buffer | number | null | undefined): Uint8Array | null {
+  if (value === null || value === undefined) return null;
+  if (Buffer.isBuffer(value)) return new Uint8Array(value);
+  throw malformed("decode", value);
+}

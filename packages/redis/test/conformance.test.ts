@@ -1,0 +1,15 @@
+import { describeStore } from "@idempotency/conformance";
+import { afterAll, beforeAll } from "vitest";
+import { RedisStore } from "../src/index.js";
+import { startSingle } from "./support/redis-server.js";
+
+// REDIS_URL when set, otherwise a private redis-server on a free loopback port.
+let redis: Awaited<ReturnType<typeof startSingle>>;
+
+beforeAll(async () => {
+  redis = await startSingle({ honourRedisUrl: true });
+});
+afterAll(() => redis?.stop());
+
+// Every instance gets its own connection, so the race cases race over separate sockets.
+describeStore("RedisStore (single node)", () => new RedisStore({ client: redis.client() }));
