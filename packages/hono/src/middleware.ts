@@ -1,0 +1,107 @@
+import {
+  createIdempotency,
+  type Execution,
+  type IdempotencyOptions,
+  type PreparedResponse,
+} from "@idempotency/core";
+import type { Context, MiddlewareHandler } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { captureResponse } from "./capture.js";
+import { toIdempotencyRequest } from "./request.js";
+
+/** The claimed execution of each request the middleware runs, for `notStarted(c)`. */
+const executions = new WeakMap<Context, Execution>();
+
+/**
+ * Creates Hono middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
+ * `Idempotency-Key` header: the first request runs and its response is stored, a retry gets the stored
+ * response (`Idempotent-Replayed: true`), a different request under the same key gets 422, a duplicate
+ * while the first still runs gets 409, and an unavailable store gets 503.
+ *
+ * `options` are `@idempotency/core`'s options (`store` and `scope` required); an invalid option throws
+ * `IdempotencyOptionsError` here, naming it. Use it per route or app-wide, also inside sub-apps mounted with
+ * `app.route()`. Errors thrown by handlers reach the app's `onError` unchanged; whether the outcome is
+ * stored is decided on the final status it produced (5xx releases the key so a retry runs again).
+ *
+ * Uses only Web APIs (`Request`, `Response`, `ReadableStream`, `AbortSignal`), so it runs wherever Hono does.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { MemoryStore } from "@idempotency/core";
+ * import { idempotency } from "@idempotency/hono";
+ *
+ * const app = new Hono();
+ * app.post(
+ *   "/orders",
+ *   idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-tenant-id") ?? "anonymous" }),
+ *   async (c) => c.json(await createOrder(await c.req.json()), 201),
+ * );
+ * ```
+ */
+export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
+  const engine = createIdempotency(options);
+
+  return async function idempotencyMiddleware(c, next) {
+    const decision = await engine.handle(toIdempotencyRequest(c));
+    if (decision.action === "pass") {
+      await next();
+      return;
+    }
+    if (decision.action === "respond") return send(c, decision.response);
+
+    const { execution } = decision;
+    executions.set(c, execution);
+    const signal = c.req.raw.signal;
+    const onAbort = () => execution.closed();
+    if (signal.aborted) execution.closed();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    const finished = () => signal.removeEventListener("abort", onAbort);
+
+    try {
+      await next();
+    } catch (error) {
+      // Not handled by the app's onError (e.g. a thrown non-Error): there is no response to store.
+      await execution.abandon();
+      finished();
+      throw error;
+    }
+    if (!c.finalized) {
+      await execution.abandon();
+      finished();
+      return;
+    }
+    c.res = await captureResponse(c.res, execution, finished);
+  };
+}
+
+/**
+ * Declares that the current request did nothing (validation or authorisation failed before any side
+ * effect): its idempotency claim is released and its response is not stored, whatever its status, so a
+ * retry with the same key runs again. Does nothing when the request is not under an idempotency claim.
+ *
+ * @example
+ * ```ts
+ * app.post("/orders", idempotency(options), async (c) => {
+ *   const body = await c.req.json();
+ *   if (!body.item) {
+ *     notStarted(c);
+ *     return c.json({ error: "item is required" }, 400);
+ *   }
+ *   return c.json(await createOrder(body), 201);
+ * });
+ * ```
+ */
+export function notStarted(c: Context): void {
+  executions.get(c)?.notStarted();
+}
+
+/** A replay or a problem, through `c.body` so headers other middleware prepared with `c.header()` apply. */
+function send(c: Context, response: PreparedResponse): Response {
+  const headers = new Headers();
+  for (const [name, value] of response.headers) headers.append(name, value);
+  // Statuses come from a handler's response or the engine's problems; the bytes are never shared memory.
+  const status = response.status as ContentfulStatusCode;
+  if (response.body.length === 0) return c.body(null, { status, headers });
+  return c.body(response.body as Uint8Array<ArrayBuffer>, { status, headers });
+}
