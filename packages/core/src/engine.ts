@@ -1,15 +1,24 @@
 import { randomUUID } from "node:crypto";
 import { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
-import { IdempotencyError, toStoreError } from "./errors.js";
+import {
+  IdempotencyError,
+  IdempotencyInProgressError,
+  IdempotencyInvalidKeyError,
+  IdempotencyKeyReusedError,
+  IdempotencyOptionsError,
+  IdempotencyResultNotStoredError,
+  IdempotencyStoreError,
+  toStoreError,
+} from "./errors.js";
 import type { IdempotencyEvent, IdempotencyEventBase } from "./events.js";
-import { createFingerprinter } from "./fingerprint.js";
+import { createFingerprinter, hashParts } from "./fingerprint.js";
 import { contentLength, normalizeHeaders, type ResponseHeadersInput, storableHeaders } from "./headers.js";
 import { identityKey } from "./identity.js";
 import { parseIdempotencyKey } from "./key.js";
 import { type IdempotencyOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { type PreparedResponse, problems } from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
-import type { BeginResult } from "./store.js";
+import type { BeginResult, IdempotencyStore } from "./store.js";
 
 /**
  * What a binding does with a request, as decided by {@link Idempotency.handle}:
@@ -88,14 +97,50 @@ export interface Idempotency {
    * fresh claim. Rejects only when the user's `scope` or `fingerprint` function throws or misbehaves.
    */
   handle(request: IdempotencyRequest): Promise<Decision>;
+  /**
+   * Gives any async function (a queue consumer, a job) the same guarantee: the first call with `key` runs
+   * `fn` and stores its JSON-serialisable result; duplicates return the stored result (parsed from JSON)
+   * without running `fn`. A concurrent duplicate waits up to `waitMs`, then throws
+   * `IdempotencyInProgressError`; a different `fingerprint` throws `IdempotencyKeyReusedError`; a throw from
+   * `fn` releases the key and is rethrown, so a retry runs again. With the store down it throws
+   * `IdempotencyStoreError` (or runs `fn` unprotected with `failOpen`).
+   *
+   * @example
+   * ```ts
+   * consumer.on("message", async (message) => {
+   *   const receipt = await idempotency.run(message.id, async ({ signal }) => {
+   *     return payments.charge(message.body, { signal });
+   *   }, { scope: message.tenantId, fingerprint: message.rawBody });
+   *   await message.ack();
+   * });
+   * ```
+   */
+  run<T>(key: string, fn: (context: RunContext) => T | Promise<T>, options?: RunOptions): Promise<Awaited<T>>;
 }
 
 const PASS: Decision = { action: "pass" };
 const EMPTY = new Uint8Array(0);
+/** `complete` is tried this many times before the engine gives up and lets the lease expire. */
+const COMPLETE_ATTEMPTS = 3;
+const COMPLETE_RETRY_DELAY_MS = 100;
+/** Waiting duplicates poll the store after 25 ms, then back off by doubling up to 1 s between polls. */
+const WAIT_FIRST_POLL_MS = 25;
+const WAIT_MAX_POLL_MS = 1_000;
+/** The method and path of function-API records: no HTTP path is empty, so they never meet HTTP records. */
+const RUN_METHOD = "RUN";
+const RUN_PATH = "";
+
+/** How a key's record stands after `begin` (and any waiting), as the engine sees it. */
+type Outcome =
+  | { state: "claimed"; execution: ClaimedExecution }
+  | { state: "in-flight"; leaseRemainingMs: number }
+  | { state: "completed"; response: Uint8Array | null }
+  | { state: "key-reused" }
+  | { state: "unavailable"; error: IdempotencyStoreError };
 
 /**
  * Creates the framework-free idempotency engine. Bindings (`@idempotency/express`, `/hono`, `/koa`) wrap it;
- * use it directly to write a binding of your own.
+ * use it directly to write a binding of your own, or call `run` to protect any async function.
  *
  * @example
  * ```ts
@@ -112,7 +157,8 @@ const EMPTY = new Uint8Array(0);
  */
 export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const resolved = resolveOptions(options);
-  const { store, now, leaseMs, ttlMs } = resolved;
+  const { now, leaseMs, ttlMs } = resolved;
+  const store = guardStore(resolved.store, resolved.storeTimeoutMs);
   const fingerprintOf = createFingerprinter(resolved.fingerprint);
   const headerName = resolved.header;
 
@@ -123,6 +169,13 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     } catch {
       // A failing logger must never change how a request is answered.
     }
+  }
+
+  function eventBase(key: string, method: string, path: string, startedAt: number) {
+    return (): IdempotencyEventBase => {
+      const at = now();
+      return { key, method, path, at, elapsedMs: at - startedAt };
+    };
   }
 
   async function scopeOf(request: IdempotencyRequest): Promise<string> {
@@ -139,6 +192,61 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     return scope;
   }
 
+  /**
+   * Claims the key, or finds out why not. A duplicate of a running request polls with the same token for up
+   * to `waitMs`: each poll is a `begin`, so a record released meanwhile is claimed atomically, never read and
+   * then written.
+   */
+  async function begin(
+    key: string,
+    fingerprint: string,
+    base: () => IdempotencyEventBase,
+    waitMs: number,
+  ): Promise<Outcome> {
+    const token = randomUUID();
+    const args = {
+      token,
+      fingerprint,
+      leaseMs,
+      ttlMs,
+      allowTakeover: resolved.onLeaseExpired === "run-again",
+    };
+    const waitStartedAt = now();
+    let pollMs = WAIT_FIRST_POLL_MS;
+    for (;;) {
+      let result: BeginResult;
+      try {
+        result = await store.begin(key, args);
+      } catch (error) {
+        const storeError = toStoreError("begin", error);
+        emit(
+          resolved.failOpen
+            ? { ...base(), type: "fail-open", error: storeError }
+            : { ...base(), type: "store-error", operation: "begin", error: storeError },
+        );
+        return { state: "unavailable", error: storeError };
+      }
+      if (result.state === "claimed") {
+        emit({ ...base(), type: "claimed", takeover: result.takeover });
+        return { state: "claimed", execution: new ClaimedExecution(resolved, store, key, token, base, emit) };
+      }
+      if (result.fingerprint !== fingerprint) {
+        emit({ ...base(), type: "key-reused" });
+        return { state: "key-reused" };
+      }
+      if (result.state === "completed") return { state: "completed", response: result.response };
+      const waitedMs = now() - waitStartedAt;
+      const waitLeftMs = waitMs - waitedMs;
+      if (waitLeftMs <= 0) {
+        emit({ ...base(), type: "in-progress", leaseRemainingMs: result.leaseRemainingMs, waitedMs });
+        return { state: "in-flight", leaseRemainingMs: result.leaseRemainingMs };
+      }
+      // Poll again no later than the moment the lease could be taken over.
+      await delay(Math.max(1, Math.min(pollMs, waitLeftMs, result.leaseRemainingMs + 1)));
+      pollMs = Math.min(pollMs * 2, WAIT_MAX_POLL_MS);
+    }
+  }
+
   async function handle(request: IdempotencyRequest): Promise<Decision> {
     const startedAt = now();
     if (!resolved.methods.has(request.method)) return PASS;
@@ -151,46 +259,186 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
 
     const [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
     const key = identityKey(scope, request.method, request.path, parsed.key);
-    const base = (): IdempotencyEventBase => {
-      const at = now();
-      return { key, method: request.method, path: request.path, at, elapsedMs: at - startedAt };
-    };
-    const token = randomUUID();
-
-    let result: BeginResult;
-    try {
-      result = await store.begin(key, {
-        token,
-        fingerprint,
-        leaseMs,
-        ttlMs,
-        allowTakeover: resolved.onLeaseExpired === "run-again",
-      });
-    } catch (error) {
-      emit(storeErrorEvent(base(), "begin", error));
-      return respond(problems.storeUnavailable());
+    const base = eventBase(key, request.method, request.path, startedAt);
+    const outcome = await begin(key, fingerprint, base, resolved.waitMs);
+    switch (outcome.state) {
+      case "claimed":
+        return { action: "execute", execution: outcome.execution };
+      case "key-reused":
+        return respond(problems.keyReused(headerName));
+      case "in-flight":
+        return respond(problems.inProgress(headerName, outcome.leaseRemainingMs));
+      case "unavailable":
+        return resolved.failOpen ? PASS : respond(problems.storeUnavailable());
+      case "completed":
+        return replay(outcome.response, base, emit);
     }
-
-    if (result.state === "claimed") {
-      emit({ ...base(), type: "claimed", takeover: result.takeover });
-      return { action: "execute", execution: new ClaimedExecution(resolved, key, token, base, emit) };
-    }
-    if (result.fingerprint !== fingerprint) {
-      emit({ ...base(), type: "key-reused" });
-      return respond(problems.keyReused(headerName));
-    }
-    if (result.state === "in-flight") {
-      emit({ ...base(), type: "in-progress", leaseRemainingMs: result.leaseRemainingMs });
-      return respond(problems.inProgress(headerName, result.leaseRemainingMs));
-    }
-    return replay(result.response, base, emit);
   }
 
-  return { options: resolved, handle };
+  async function run<T>(
+    key: string,
+    fn: (context: RunContext) => T | Promise<T>,
+    callOptions: RunOptions = {},
+  ): Promise<Awaited<T>> {
+    const startedAt = now();
+    const call = resolveRunCall(key, fn, callOptions, resolved);
+    const identity = identityKey(call.scope, RUN_METHOD, RUN_PATH, key);
+    const base = eventBase(identity, RUN_METHOD, RUN_PATH, startedAt);
+    const outcome = await begin(identity, call.fingerprint, base, call.waitMs);
+    switch (outcome.state) {
+      case "key-reused":
+        throw new IdempotencyKeyReusedError();
+      case "in-flight":
+        throw new IdempotencyInProgressError(outcome.leaseRemainingMs);
+      case "unavailable":
+        if (!resolved.failOpen) throw outcome.error;
+        return await fn({ key, signal: new AbortController().signal, notStarted: () => {} });
+      case "completed":
+        return replayResult(outcome.response, base, emit) as Awaited<T>;
+      case "claimed":
+        return runClaimed(key, fn, outcome.execution);
+    }
+  }
+
+  return { options: resolved, handle, run };
+}
+
+/** What `run` passes to the function it protects. */
+export interface RunContext {
+  /** The caller's key, as given to `run`. */
+  readonly key: string;
+  /**
+   * Aborted when this call lost its claim (its lease expired and another call took the key over): stop
+   * early if you can, the result will not be stored.
+   */
+  readonly signal: AbortSignal;
+  /** Declares that the call did nothing (e.g. validation failed): the claim is released, nothing is stored. */
+  notStarted(): void;
+}
+
+/** Per-call options of `run`. */
+export interface RunOptions {
+  /**
+   * The principal that owns the key (tenant, user). Required when the engine's `scope` is a function, since
+   * there is no HTTP request to derive it from; defaults to `"global"` when the engine's scope is `"global"`.
+   */
+  scope?: string;
+  /**
+   * What makes a call with this key "the same call", e.g. the message payload. A duplicate with a different
+   * fingerprint throws `IdempotencyKeyReusedError`. Default: none (any call with the key is a duplicate).
+   */
+  fingerprint?: string | Uint8Array;
+  /** Overrides the engine's `waitMs` for this call. */
+  waitMs?: number;
+}
+
+const RUN_OPTIONS = new Set(["scope", "fingerprint", "waitMs"]);
+
+function resolveRunCall(
+  key: unknown,
+  fn: unknown,
+  options: RunOptions,
+  resolved: ResolvedOptions,
+): { scope: string; fingerprint: string; waitMs: number } {
+  if (typeof key !== "string" || key.length === 0 || key.length > resolved.maxKeyLength) {
+    throw new IdempotencyInvalidKeyError(
+      `run() needs a key: a non-empty string of at most ${resolved.maxKeyLength} characters (maxKeyLength), ` +
+        `such as a message id; got ${typeof key === "string" ? `a string of ${key.length}` : typeof key}.`,
+    );
+  }
+  if (typeof fn !== "function") {
+    throw new TypeError(`run() needs a function to protect as its second argument; got ${typeof fn}.`);
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new IdempotencyOptionsError("run options", "expected an object { scope?, fingerprint?, waitMs? }.");
+  }
+  for (const name of Object.keys(options)) {
+    if (!RUN_OPTIONS.has(name)) {
+      throw new IdempotencyOptionsError(name, "unknown run() option. Known: scope, fingerprint, waitMs.");
+    }
+  }
+  const { scope, fingerprint, waitMs = resolved.waitMs } = options;
+  if (scope !== undefined && (typeof scope !== "string" || scope.length === 0)) {
+    throw new IdempotencyOptionsError("scope", "expected a non-empty string naming the principal.");
+  }
+  if (scope === undefined && resolved.scope !== "global") {
+    throw new IdempotencyOptionsError(
+      "scope",
+      'run() needs { scope } naming the principal, because the engine\'s scope is a function of an HTTP request. Pass "global" for single-tenant work.',
+    );
+  }
+  if (fingerprint !== undefined && typeof fingerprint !== "string" && !(fingerprint instanceof Uint8Array)) {
+    throw new IdempotencyOptionsError("fingerprint", "expected a string or a Uint8Array.");
+  }
+  if (typeof waitMs !== "number" || !Number.isSafeInteger(waitMs) || waitMs < 0) {
+    throw new IdempotencyOptionsError("waitMs", "expected a whole number of milliseconds, 0 or more.");
+  }
+  return {
+    scope: scope ?? "global",
+    fingerprint: fingerprint === undefined ? "none" : hashParts(["run", fingerprint]),
+    waitMs,
+  };
+}
+
+async function runClaimed<T>(
+  key: string,
+  fn: (context: RunContext) => T | Promise<T>,
+  execution: ClaimedExecution,
+): Promise<Awaited<T>> {
+  let result: Awaited<T>;
+  try {
+    result = await fn({ key, signal: execution.signal, notStarted: () => execution.notStarted() });
+  } catch (error) {
+    await execution.abandon();
+    throw error;
+  }
+  let json: string | undefined;
+  try {
+    json = result === undefined ? undefined : JSON.stringify(result);
+  } catch {
+    json = undefined; // a BigInt or a cycle: completed without a result, like an oversized one
+  }
+  if (result === undefined) {
+    execution.start(204, []);
+  } else {
+    execution.start(200, [["content-type", "application/json"]]);
+    if (json === undefined) execution.omitBody();
+  }
+  await execution.end(json === undefined ? undefined : Buffer.from(json));
+  return result;
+}
+
+function replayResult(
+  bytes: Uint8Array | null,
+  base: () => IdempotencyEventBase,
+  emit: (event: IdempotencyEvent) => void,
+): unknown {
+  const stored = decodeStored(bytes, base, emit);
+  if (stored === undefined) throw new IdempotencyStoreError("Store begin returned an unreadable record.");
+  if (stored === null || stored.body === null) {
+    emit({ ...base(), type: "replayed", status: 410 });
+    throw new IdempotencyResultNotStoredError();
+  }
+  emit({ ...base(), type: "replayed", status: stored.status });
+  return stored.status === 204 ? undefined : JSON.parse(Buffer.from(stored.body).toString("utf8"));
 }
 
 function respond(response: PreparedResponse): Decision {
   return { action: "respond", response, replayed: false };
+}
+
+/** The decoded record, `null` when it was completed without a response, `undefined` when unreadable. */
+function decodeStored(
+  bytes: Uint8Array | null,
+  base: () => IdempotencyEventBase,
+  emit: (event: IdempotencyEvent) => void,
+): StoredResponse | null | undefined {
+  try {
+    return bytes === null ? null : decodeResponse(bytes);
+  } catch (error) {
+    emit(storeErrorEvent(base(), "begin", error));
+    return undefined;
+  }
 }
 
 function replay(
@@ -198,13 +446,8 @@ function replay(
   base: () => IdempotencyEventBase,
   emit: (event: IdempotencyEvent) => void,
 ): Decision {
-  let stored: StoredResponse | null;
-  try {
-    stored = bytes === null ? null : decodeResponse(bytes);
-  } catch (error) {
-    emit(storeErrorEvent(base(), "begin", error));
-    return respond(problems.storeUnavailable());
-  }
+  const stored = decodeStored(bytes, base, emit);
+  if (stored === undefined) return respond(problems.storeUnavailable());
   if (stored === null || stored.body === null) {
     const location =
       stored?.headers.filter(([name]) => name === "location" || name === "content-location") ?? [];
@@ -233,9 +476,54 @@ function storeErrorEvent(
   return { ...base, type: "store-error", operation, error: toStoreError(operation, error) };
 }
 
+/**
+ * The store as the engine calls it: every call bounded by `storeTimeoutMs`, and every failure (a rejection,
+ * a synchronous throw, a timeout) an `IdempotencyStoreError`. A call that times out counts as failed even if
+ * the store applies it later; the lease it may have written then expires on its own.
+ */
+function guardStore(store: IdempotencyStore, timeoutMs: number): IdempotencyStore {
+  function guard<A extends unknown[], R>(operation: string, call: (...args: A) => Promise<R>) {
+    return (...args: A): Promise<R> =>
+      new Promise<R>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(
+            new IdempotencyStoreError(
+              `Store ${operation} did not answer within ${timeoutMs} ms (storeTimeoutMs); treated as failed.`,
+            ),
+          );
+        }, timeoutMs);
+        const settle = (fn: () => void) => {
+          clearTimeout(timer);
+          fn();
+        };
+        try {
+          call.apply(store, args).then(
+            (value) => settle(() => resolve(value)),
+            (error: unknown) => settle(() => reject(toStoreError(operation, error))),
+          );
+        } catch (error) {
+          settle(() => reject(toStoreError(operation, error)));
+        }
+      });
+  }
+  return {
+    begin: guard("begin", store.begin),
+    complete: guard("complete", store.complete),
+    extend: guard("extend", store.extend),
+    release: guard("release", store.release),
+    get: guard("get", store.get),
+    delete: guard("delete", store.delete),
+  };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** One claimed request: renews its lease, captures the response, then completes or releases the record. */
 class ClaimedExecution implements Execution {
   readonly #options: ResolvedOptions;
+  readonly #store: IdempotencyStore;
   readonly #key: string;
   readonly #token: string;
   readonly #base: () => IdempotencyEventBase;
@@ -243,23 +531,28 @@ class ClaimedExecution implements Execution {
   #status: number | null = null;
   #headers: Array<[string, string]> = [];
   #contentLength: number | undefined;
-  readonly #chunks: Uint8Array[] = [];
+  #chunks: Uint8Array[] = [];
   #captured = 0;
+  /** The body is not kept: larger than `maxResponseBytes`, or not serialisable (function API). */
+  #bodyOmitted = false;
   #held: Uint8Array = EMPTY;
   #notStarted = false;
   #leaseLost = false;
   #finished = false;
   #renewal: ReturnType<typeof setInterval> | undefined;
   #renewing = false;
+  #abort: AbortController | undefined;
 
   constructor(
     options: ResolvedOptions,
+    store: IdempotencyStore,
     key: string,
     token: string,
     base: () => IdempotencyEventBase,
     emit: (event: IdempotencyEvent) => void,
   ) {
     this.#options = options;
+    this.#store = store;
     this.#key = key;
     this.#token = token;
     this.#base = base;
@@ -268,11 +561,21 @@ class ClaimedExecution implements Execution {
     this.#renewal.unref?.();
   }
 
+  /** Aborted when this execution lost its claim to another request. */
+  get signal(): AbortSignal {
+    this.#abort ??= new AbortController();
+    if (this.#leaseLost) this.#abort.abort();
+    return this.#abort.signal;
+  }
+
   start(status: number, headers: ResponseHeadersInput): void {
     if (this.#captured > 0 || this.#finished) return;
     this.#status = status;
     this.#headers = normalizeHeaders(headers);
     this.#contentLength = contentLength(this.#headers);
+    if (this.#contentLength !== undefined && this.#contentLength > this.#options.maxResponseBytes) {
+      this.omitBody();
+    }
   }
 
   write(chunk: Uint8Array): Uint8Array {
@@ -295,11 +598,19 @@ class ClaimedExecution implements Execution {
     return rest;
   }
 
-  /** Keeps a copy: a binding may reuse its buffer once the chunk is sent. */
+  /** Counts every chunk, and keeps a copy (a binding may reuse its buffer) while under the size cap. */
   #capture(chunk: Uint8Array): void {
     this.#status ??= 200;
-    this.#chunks.push(chunk.slice());
     this.#captured += chunk.length;
+    if (this.#bodyOmitted) return;
+    if (this.#captured > this.#options.maxResponseBytes) this.omitBody();
+    else this.#chunks.push(chunk.slice());
+  }
+
+  /** Completes the record without its body: retries get 410 (or `IdempotencyResultNotStoredError`). */
+  omitBody(): void {
+    this.#bodyOmitted = true;
+    this.#chunks = [];
   }
 
   notStarted(): void {
@@ -319,34 +630,72 @@ class ClaimedExecution implements Execution {
     this.#finished = true;
     this.#stopRenewal();
     if (this.#leaseLost) return; // reported when it was found; the record belongs to someone else now
-    const { store, shouldStore, ttlMs } = this.#options;
-    if (this.#notStarted || status === null || !shouldStore(status)) {
-      try {
-        await store.release(this.#key, this.#token);
-      } catch (error) {
-        // The lease expires on its own; the key is free again after at most leaseMs.
-        this.#emit(storeErrorEvent(this.#base(), "release", error));
-      }
-      if (this.#notStarted) this.#emit({ ...this.#base(), type: "not-started", status });
-      else
-        this.#emit({
-          ...this.#base(),
-          type: "released",
-          status,
-          reason: status === null ? "no-response" : "not-stored",
-        });
+    if (this.#notStarted || status === null || !this.#options.shouldStore(status)) {
+      await this.#release(status);
       return;
     }
-    const body = concat(this.#chunks);
-    const response = encodeResponse({ status, headers: storableHeaders(this.#headers), body });
+    const body = this.#bodyOmitted ? null : concat(this.#chunks);
+    const headers = storableHeaders(this.#headers, this.#options.unreplayedHeaders);
+    await this.#complete(status, encodeResponse({ status, headers, body }));
+  }
+
+  async #release(status: number | null): Promise<void> {
     try {
-      if (await store.complete(this.#key, this.#token, response, ttlMs)) {
-        this.#emit({ ...this.#base(), type: "completed", status, bodyBytes: body.length });
-      } else {
-        this.#emit({ ...this.#base(), type: "lease-lost", operation: "complete" });
-      }
+      await this.#store.release(this.#key, this.#token);
     } catch (error) {
-      this.#emit(storeErrorEvent(this.#base(), "complete", error));
+      // The lease expires on its own; the key is free again after at most leaseMs.
+      this.#emit(storeErrorEvent(this.#base(), "release", error));
+    }
+    if (this.#notStarted) this.#emit({ ...this.#base(), type: "not-started", status });
+    else
+      this.#emit({
+        ...this.#base(),
+        type: "released",
+        status,
+        reason: status === null ? "no-response" : "not-stored",
+      });
+  }
+
+  /**
+   * Completes the record, retrying failed attempts. An attempt that failed may still have been applied, so
+   * a later `false` is checked against the record: if it holds exactly these bytes, the completion landed.
+   */
+  async #complete(status: number, response: Uint8Array): Promise<void> {
+    const completed = (): IdempotencyEvent => ({
+      ...this.#base(),
+      type: "completed",
+      status,
+      bodyBytes: this.#captured,
+      bodyStored: !this.#bodyOmitted,
+    });
+    let uncertain = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const done = await this.#store.complete(this.#key, this.#token, response, this.#options.ttlMs);
+        if (done || (uncertain && (await this.#holds(response)))) this.#emit(completed());
+        else this.#emit({ ...this.#base(), type: "lease-lost", operation: "complete" });
+        return;
+      } catch (error) {
+        if (attempt === COMPLETE_ATTEMPTS) {
+          // The response is still delivered; the record stays in flight until its lease expires.
+          this.#emit(storeErrorEvent(this.#base(), "complete", error));
+          return;
+        }
+        uncertain = true;
+        await delay(COMPLETE_RETRY_DELAY_MS * attempt);
+      }
+    }
+  }
+
+  /** Whether the record is completed with exactly `response`, i.e. an earlier attempt was applied. */
+  async #holds(response: Uint8Array): Promise<boolean> {
+    try {
+      const record = await this.#store.get(this.#key);
+      return (
+        record?.state === "completed" && record.response !== null && equalBytes(record.response, response)
+      );
+    } catch {
+      return false;
     }
   }
 
@@ -354,10 +703,11 @@ class ClaimedExecution implements Execution {
     if (this.#renewing || this.#finished) return;
     this.#renewing = true;
     try {
-      const renewed = await this.#options.store.extend(this.#key, this.#token, this.#options.leaseMs);
+      const renewed = await this.#store.extend(this.#key, this.#token, this.#options.leaseMs);
       if (!renewed && !this.#finished) {
         this.#leaseLost = true;
         this.#stopRenewal();
+        this.#abort?.abort();
         this.#emit({ ...this.#base(), type: "lease-lost", operation: "extend" });
       }
     } catch (error) {
@@ -377,4 +727,8 @@ class ClaimedExecution implements Execution {
 function concat(chunks: readonly Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0] as Uint8Array;
   return Buffer.concat(chunks);
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 }

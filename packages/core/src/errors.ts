@@ -80,3 +80,91 @@ export function toStoreError(operation: string, error: unknown): IdempotencyStor
   const reason = error instanceof Error ? error.message : String(error);
   return new IdempotencyStoreError(`Store ${operation} failed: ${reason}`, { cause: error });
 }
+
+/**
+ * Thrown by `idempotency.run()` when a call with the same key is still running (and `waitMs` ran out).
+ * `retryAfterMs` is how long the other call's lease has left.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await idempotency.run(message.id, handle);
+ * } catch (error) {
+ *   if (error instanceof IdempotencyInProgressError) return message.retryIn(error.retryAfterMs);
+ *   throw error;
+ * }
+ * ```
+ */
+export class IdempotencyInProgressError extends IdempotencyError {
+  /** Milliseconds left on the running call's lease: retry after that. */
+  readonly retryAfterMs: number;
+
+  constructor(retryAfterMs: number) {
+    super(
+      "ERR_IDEMPOTENCY_IN_PROGRESS",
+      retryAfterMs > 0
+        ? `A call with this key is still running; retry in ${retryAfterMs} ms to get its result.`
+        : 'A call with this key stopped without a result and onLeaseExpired is "conflict": the key stays ' +
+            "locked until its record expires.",
+    );
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/**
+ * Thrown by `idempotency.run()` when the key was already used with a different fingerprint.
+ *
+ * @example
+ * ```ts
+ * await idempotency.run("order-1", fn, { fingerprint: "amount=10" });
+ * await idempotency.run("order-1", fn, { fingerprint: "amount=20" }); // throws IdempotencyKeyReusedError
+ * ```
+ */
+export class IdempotencyKeyReusedError extends IdempotencyError {
+  constructor() {
+    super(
+      "ERR_IDEMPOTENCY_KEY_REUSED",
+      "This key was already used for a call with a different fingerprint; use a new key for a different call.",
+    );
+  }
+}
+
+/**
+ * Thrown by `idempotency.run()` for a key that is not a non-empty string of at most `maxKeyLength`
+ * characters.
+ *
+ * @example
+ * ```ts
+ * await idempotency.run("", fn); // throws IdempotencyInvalidKeyError
+ * ```
+ */
+export class IdempotencyInvalidKeyError extends IdempotencyError {
+  constructor(message: string) {
+    super("ERR_IDEMPOTENCY_INVALID_KEY", message);
+  }
+}
+
+/**
+ * Thrown by `idempotency.run()` for a duplicate of a call that completed but whose result could not be
+ * stored: larger than `maxResponseBytes` once serialised, or not JSON-serialisable. The call is not run
+ * again.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   return await idempotency.run(job.id, work);
+ * } catch (error) {
+ *   if (error instanceof IdempotencyResultNotStoredError) return loadResultFromDatabase(job.id);
+ *   throw error;
+ * }
+ * ```
+ */
+export class IdempotencyResultNotStoredError extends IdempotencyError {
+  constructor() {
+    super(
+      "ERR_IDEMPOTENCY_RESULT_NOT_STORED",
+      "The call with this key completed, but its result was too large or not JSON-serialisable, so it was not " +
+        "stored. It will not run again; read its result from where the call wrote it.",
+    );
+  }
+}

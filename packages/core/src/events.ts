@@ -22,14 +22,16 @@ export interface IdempotencyEventBase {
 /**
  * Everything the engine reports to `onEvent`, discriminated by `type`:
  * - `claimed`: this request owns the key and runs (`takeover`: it replaced an expired lease);
- * - `completed`: the response was stored for replay;
+ * - `completed`: the response was stored for replay (`bodyStored: false`: above `maxResponseBytes`, so retries
+ *   get 410);
  * - `replayed`: a stored response was sent instead of running the handler;
- * - `in-progress`: a duplicate arrived while the first was running (409);
+ * - `in-progress`: a duplicate arrived while the first was running (409), after waiting `waitedMs`;
  * - `key-reused`: the key arrived with a different fingerprint (422);
  * - `released`: the outcome was not stored (5xx, `shouldStore` said no, or no response), so a retry runs again;
  * - `not-started`: the handler declared it did nothing (`notStarted`), so the claim was released;
  * - `lease-lost`: this request lost its claim while running (another took over); its response was not stored;
- * - `store-error`: a store call failed.
+ * - `store-error`: a store call failed or timed out (`complete` only after its retries ran out);
+ * - `fail-open`: the store could not be reached and `failOpen` is on: the request runs without protection.
  *
  * @example
  * ```ts
@@ -46,9 +48,9 @@ export interface IdempotencyEventBase {
 export type IdempotencyEvent = IdempotencyEventBase &
   (
     | { type: "claimed"; takeover: boolean }
-    | { type: "completed"; status: number; bodyBytes: number }
+    | { type: "completed"; status: number; bodyBytes: number; bodyStored: boolean }
     | { type: "replayed"; status: number }
-    | { type: "in-progress"; leaseRemainingMs: number }
+    | { type: "in-progress"; leaseRemainingMs: number; waitedMs: number }
     | { type: "key-reused" }
     | { type: "released"; status: number | null; reason: "not-stored" | "no-response" }
     | { type: "not-started"; status: number | null }
@@ -58,6 +60,7 @@ export type IdempotencyEvent = IdempotencyEventBase &
         operation: "begin" | "complete" | "extend" | "release";
         error: IdempotencyStoreError;
       }
+    | { type: "fail-open"; error: IdempotencyStoreError }
   );
 
 /**

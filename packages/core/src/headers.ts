@@ -13,7 +13,7 @@ export type ResponseHeadersInput =
   | Record<string, string | number | readonly string[] | undefined>;
 
 // RFC 9110 §7.6.1 hop-by-hop fields, plus the framing headers the replay recomputes from the stored body.
-const NEVER_STORED = new Set([
+export const NEVER_STORED_HEADERS: ReadonlySet<string> = new Set([
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -40,7 +40,6 @@ export const DEFAULT_UNREPLAYED_HEADERS: readonly string[] = [
   "authorization",
   "proxy-authenticate",
 ];
-const UNREPLAYED = new Set(DEFAULT_UNREPLAYED_HEADERS);
 
 /** Flattens any accepted header shape into lower-case name/value pairs. */
 export function normalizeHeaders(input: ResponseHeadersInput): Array<[string, string]> {
@@ -57,7 +56,10 @@ export function normalizeHeaders(input: ResponseHeadersInput): Array<[string, st
 }
 
 /** The headers worth storing for a replay: without hop-by-hop, framing and credential headers. */
-export function storableHeaders(headers: ReadonlyArray<[string, string]>): Array<[string, string]> {
+export function storableHeaders(
+  headers: ReadonlyArray<[string, string]>,
+  unreplayed: ReadonlySet<string>,
+): Array<[string, string]> {
   const connectionListed = new Set<string>();
   for (const [name, value] of headers) {
     if (name === "connection") {
@@ -65,7 +67,7 @@ export function storableHeaders(headers: ReadonlyArray<[string, string]>): Array
     }
   }
   return headers.filter(
-    ([name]) => !NEVER_STORED.has(name) && !UNREPLAYED.has(name) && !connectionListed.has(name),
+    ([name]) => !NEVER_STORED_HEADERS.has(name) && !unreplayed.has(name) && !connectionListed.has(name),
   );
 }
 

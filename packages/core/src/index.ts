@@ -1,7 +1,22 @@
 export { canonicalJson } from "./canonical-json.js";
 export { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
-export { createIdempotency, type Decision, type Execution, type Idempotency } from "./engine.js";
-export { IdempotencyError, IdempotencyOptionsError, IdempotencyStoreError } from "./errors.js";
+export {
+  createIdempotency,
+  type Decision,
+  type Execution,
+  type Idempotency,
+  type RunContext,
+  type RunOptions,
+} from "./engine.js";
+export {
+  IdempotencyError,
+  IdempotencyInProgressError,
+  IdempotencyInvalidKeyError,
+  IdempotencyKeyReusedError,
+  IdempotencyOptionsError,
+  IdempotencyResultNotStoredError,
+  IdempotencyStoreError,
+} from "./errors.js";
 export type { IdempotencyEvent, IdempotencyEventBase, IdempotencyEventType } from "./events.js";
 export { FINGERPRINT_ALGORITHM, type FingerprintOption } from "./fingerprint.js";
 export { DEFAULT_UNREPLAYED_HEADERS, type ResponseHeadersInput } from "./headers.js";

@@ -5,173 +5,238 @@ import type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./s
 export interface MemoryStoreOptions {
   /** The clock, in epoch milliseconds. Pass the same clock as the engine's `now` in tests. Default `Date.now`. */
   now?: () => number;
+  /**
+   * The most records to hold. Beyond it, the least recently used *completed* record is evicted (an in-flight
+   * claim never is, so a bound can never cause two concurrent executions). An evicted key behaves as new: a
+   * late retry runs again, so size the bound well above the keys retried within your retry window.
+   * Default: no bound (expired records are still swept).
+   */
+  maxEntries?: number;
 }
 
-interface Entry {
+interface InFlight {
   fingerprint: string;
-  /** The owner token while in flight; `null` once completed. */
-  token: string | null;
-  response: Uint8Array | null;
-  /** Epoch ms at which the lease ends (in flight only). */
+  token: string;
+  /** Epoch ms at which the lease ends. */
   leaseUntil: number;
   /** Epoch ms at which the record counts as absent. */
   expiresAt: number;
 }
 
-/** How many entries each operation inspects for expiry, so that sweeping keeps pace with insertion. */
+interface Completed {
+  fingerprint: string;
+  response: Uint8Array | null;
+  /** Epoch ms at which the record counts as absent. */
+  expiresAt: number;
+}
+
+/** How many records each operation inspects for expiry, so that sweeping keeps pace with insertion. */
 const SWEEP_STEP = 2;
 
 /**
  * An in-process store for tests, single-instance services and development. Every operation is a synchronous
  * check-and-set with no `await` inside, so it is atomic within the process by construction. Expiry is checked
  * on every access; expired records are also swept incrementally (a few per operation), so traffic with
- * unique keys cannot grow memory without bound. Records do not survive a restart and are not shared between
- * processes: use the SQLite, Redis or MongoDB store for that.
+ * unique keys cannot grow memory without bound, and `maxEntries` caps it outright. Records do not survive a
+ * restart and are not shared between processes: use the SQLite, Redis or MongoDB store for that.
  *
  * @example
  * ```ts
  * import { createIdempotency, MemoryStore } from "@idempotency/core";
  *
- * const idempotency = createIdempotency({ store: new MemoryStore(), scope: "global" });
+ * const idempotency = createIdempotency({
+ *   store: new MemoryStore({ maxEntries: 100_000 }),
+ *   scope: "global",
+ * });
  * ```
  */
 export class MemoryStore implements IdempotencyStore {
-  readonly #entries = new Map<string, Entry>();
+  readonly #inFlight = new Map<string, InFlight>();
+  /** In least-recently-used order: a replay or a completion moves a record to the end. */
+  readonly #completed = new Map<string, Completed>();
   readonly #now: () => number;
-  #cursor: Iterator<[string, Entry]> | undefined;
+  readonly #maxEntries: number;
+  #inFlightCursor: Iterator<[string, InFlight]> | undefined;
+  #completedCursor: Iterator<[string, Completed]> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
+    if (typeof options !== "object" || options === null) {
+      throw new IdempotencyOptionsError("options", "expected an object such as { maxEntries: 100_000 }.");
+    }
     if (options.now !== undefined && typeof options.now !== "function") {
       throw new IdempotencyOptionsError("now", "expected a function returning epoch milliseconds.");
     }
+    const { maxEntries = Number.POSITIVE_INFINITY } = options;
+    if (maxEntries !== Number.POSITIVE_INFINITY && (!Number.isSafeInteger(maxEntries) || maxEntries < 1)) {
+      throw new IdempotencyOptionsError(
+        "maxEntries",
+        `expected a whole number of records, at least 1, got ${String(maxEntries)}.`,
+      );
+    }
     // Read Date.now at call time, so fake timers (vi.setSystemTime) move this store's clock too.
     this.#now = options.now ?? (() => Date.now());
+    this.#maxEntries = maxEntries;
   }
 
   /** The number of records held, including expired ones not yet swept. */
   get size(): number {
-    return this.#entries.size;
+    return this.#inFlight.size + this.#completed.size;
   }
 
   async begin(key: string, args: BeginArgs): Promise<BeginResult> {
     const now = this.#now();
     this.#sweep(now);
-    const entry = this.#live(key, now);
-    if (entry?.token === null) {
-      return { state: "completed", fingerprint: entry.fingerprint, response: copy(entry.response) };
+    const done = this.#liveCompleted(key, now);
+    if (done) {
+      this.#completed.delete(key); // touched: now the most recently used
+      this.#completed.set(key, done);
+      return { state: "completed", fingerprint: done.fingerprint, response: copy(done.response) };
     }
-    if (entry && (entry.leaseUntil > now || !args.allowTakeover)) {
+    const running = this.#liveInFlight(key, now);
+    if (running && (running.leaseUntil > now || !args.allowTakeover)) {
       return {
         state: "in-flight",
-        fingerprint: entry.fingerprint,
-        leaseRemainingMs: Math.max(0, entry.leaseUntil - now),
+        fingerprint: running.fingerprint,
+        leaseRemainingMs: Math.max(0, running.leaseUntil - now),
       };
     }
-    this.#entries.delete(key); // re-insert at the end, so the sweep cursor reaches fresh records last
-    this.#entries.set(key, {
+    this.#inFlight.delete(key); // re-insert at the end, so the sweep cursor reaches fresh records last
+    this.#inFlight.set(key, {
       fingerprint: args.fingerprint,
       token: args.token,
-      response: null,
       leaseUntil: now + args.leaseMs,
       expiresAt: now + Math.max(args.ttlMs, args.leaseMs),
     });
-    return { state: "claimed", takeover: entry !== undefined };
+    this.#evict();
+    return { state: "claimed", takeover: running !== undefined };
   }
 
   async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean> {
     const now = this.#now();
-    const entry = this.#owned(key, token, now);
-    if (!entry) return false;
-    entry.token = null;
-    entry.response = copy(response);
-    entry.expiresAt = now + ttlMs;
+    const running = this.#owned(key, token, now);
+    if (!running) return false;
+    this.#inFlight.delete(key);
+    this.#completed.set(key, {
+      fingerprint: running.fingerprint,
+      response: copy(response),
+      expiresAt: now + ttlMs,
+    });
     return true;
   }
 
   async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
     const now = this.#now();
-    const entry = this.#owned(key, token, now);
-    if (!entry) return false;
-    entry.leaseUntil = now + leaseMs;
-    entry.expiresAt = Math.max(entry.expiresAt, entry.leaseUntil);
+    const running = this.#owned(key, token, now);
+    if (!running) return false;
+    running.leaseUntil = now + leaseMs;
+    running.expiresAt = Math.max(running.expiresAt, running.leaseUntil);
     return true;
   }
 
   async release(key: string, token: string): Promise<boolean> {
-    const entry = this.#owned(key, token, this.#now());
-    if (!entry) return false;
-    this.#entries.delete(key);
+    if (!this.#owned(key, token, this.#now())) return false;
+    this.#inFlight.delete(key);
     return true;
   }
 
   async get(key: string): Promise<StoredRecord | null> {
     const now = this.#now();
-    const entry = this.#live(key, now);
-    if (!entry) return null;
-    const ttlRemainingMs = entry.expiresAt - now;
-    if (entry.token === null) {
+    const done = this.#liveCompleted(key, now);
+    if (done) {
       return {
         state: "completed",
-        fingerprint: entry.fingerprint,
-        response: copy(entry.response),
-        ttlRemainingMs,
+        fingerprint: done.fingerprint,
+        response: copy(done.response),
+        ttlRemainingMs: done.expiresAt - now,
       };
     }
+    const running = this.#liveInFlight(key, now);
+    if (!running) return null;
     return {
       state: "in-flight",
-      fingerprint: entry.fingerprint,
-      token: entry.token,
-      leaseRemainingMs: Math.max(0, entry.leaseUntil - now),
-      ttlRemainingMs,
+      fingerprint: running.fingerprint,
+      token: running.token,
+      leaseRemainingMs: Math.max(0, running.leaseUntil - now),
+      ttlRemainingMs: running.expiresAt - now,
     };
   }
 
   async delete(key: string): Promise<boolean> {
-    const live = this.#live(key, this.#now()) !== undefined;
-    this.#entries.delete(key);
+    const now = this.#now();
+    const live = this.#liveCompleted(key, now) !== undefined || this.#liveInFlight(key, now) !== undefined;
+    this.#completed.delete(key);
+    this.#inFlight.delete(key);
     return live;
   }
 
   async close(): Promise<void> {
-    this.#entries.clear();
+    this.#inFlight.clear();
+    this.#completed.clear();
   }
 
-  /** The entry under `key` unless it has expired (an expired one is deleted on the spot). */
-  #live(key: string, now: number): Entry | undefined {
-    const entry = this.#entries.get(key);
-    if (entry && entry.expiresAt <= now) {
-      this.#entries.delete(key);
+  /** The completed record under `key` unless it has expired (an expired one is deleted on the spot). */
+  #liveCompleted(key: string, now: number): Completed | undefined {
+    const record = this.#completed.get(key);
+    if (record && record.expiresAt <= now) {
+      this.#completed.delete(key);
       return undefined;
     }
-    return entry;
+    return record;
   }
 
-  #owned(key: string, token: string, now: number): Entry | undefined {
-    const entry = this.#live(key, now);
-    return entry?.token === token ? entry : undefined;
+  /** The in-flight record under `key` unless it has expired (an expired one is deleted on the spot). */
+  #liveInFlight(key: string, now: number): InFlight | undefined {
+    const record = this.#inFlight.get(key);
+    if (record && record.expiresAt <= now) {
+      this.#inFlight.delete(key);
+      return undefined;
+    }
+    return record;
+  }
+
+  #owned(key: string, token: string, now: number): InFlight | undefined {
+    const running = this.#liveInFlight(key, now);
+    return running?.token === token ? running : undefined;
+  }
+
+  /** Drops least recently used completed records while over `maxEntries`; O(1) each, from the map's head. */
+  #evict(): void {
+    while (this.size > this.#maxEntries) {
+      const oldest = this.#completed.keys().next();
+      if (oldest.done) return; // only in-flight claims left: they are never evicted
+      this.#completed.delete(oldest.value);
+    }
   }
 
   /**
-   * Inspects the next few entries of a cursor that cycles through the map and deletes the expired ones.
-   * Each claim advances the cursor by more than it inserts, so every expired record is found within one
-   * lap and memory stays proportional to the live records.
+   * Inspects the next few records of each map, resuming where the last call stopped, and deletes expired
+   * ones. Amortised O(1) per operation, and every record is visited once per pass over the map.
    */
   #sweep(now: number): void {
-    for (let i = 0; i < SWEEP_STEP; i++) {
-      this.#cursor ??= this.#entries.entries();
-      const next = this.#cursor.next();
-      if (next.done) {
-        this.#cursor = undefined;
-        if (this.#entries.size === 0) return;
-        continue;
-      }
-      const [key, entry] = next.value;
-      if (entry.expiresAt <= now) this.#entries.delete(key);
-    }
+    this.#inFlightCursor = sweepStep(this.#inFlight, this.#inFlightCursor, now);
+    this.#completedCursor = sweepStep(this.#completed, this.#completedCursor, now);
   }
 }
 
-/** Records never share bytes with callers, as with a store across a network. */
+function sweepStep<T extends { expiresAt: number }>(
+  map: Map<string, T>,
+  cursor: Iterator<[string, T]> | undefined,
+  now: number,
+): Iterator<[string, T]> | undefined {
+  let current = cursor;
+  for (let i = 0; i < SWEEP_STEP && map.size > 0; i++) {
+    current ??= map.entries();
+    const next = current.next();
+    if (next.done) {
+      current = undefined;
+      continue;
+    }
+    const [key, record] = next.value;
+    if (record.expiresAt <= now) map.delete(key);
+  }
+  return current;
+}
+
 function copy(bytes: Uint8Array | null): Uint8Array | null {
   return bytes === null ? null : bytes.slice();
 }

@@ -1,6 +1,7 @@
 import { IdempotencyOptionsError } from "./errors.js";
 import type { IdempotencyEvent } from "./events.js";
 import type { FingerprintOption } from "./fingerprint.js";
+import { DEFAULT_UNREPLAYED_HEADERS, NEVER_STORED_HEADERS } from "./headers.js";
 import type { IdempotencyRequest } from "./request.js";
 import type { IdempotencyStore } from "./store.js";
 
@@ -45,8 +46,32 @@ export interface IdempotencyOptions {
    * for operations that must never run twice.
    */
   onLeaseExpired?: "run-again" | "conflict";
+  /**
+   * `> 0`: a duplicate of a request that is still running polls the store with backoff for up to this long,
+   * then replays the result (or claims and runs, when the first was released); 409 if time runs out.
+   * Default `0`: answer 409 at once.
+   */
+  waitMs?: number;
   /** Which final statuses are stored for replay. Default: below 500 except 408, 409, 425 and 429. */
   shouldStore?: (status: number) => boolean;
+  /**
+   * Which response headers are replayed, on top of the defaults (everything except hop-by-hop headers and
+   * `Set-Cookie`, `WWW-Authenticate`, `Authorization`, `Proxy-Authenticate`). `allow` re-admits headers the
+   * defaults drop (e.g. `["set-cookie"]`); `deny` drops more.
+   */
+  replayHeaders?: { allow?: readonly string[]; deny?: readonly string[] };
+  /**
+   * Responses with a larger body reach the first client in full, but are completed without their body:
+   * retries get 410 instead of a replay, and never a second execution. Default `1_048_576` (1 MiB).
+   */
+  maxResponseBytes?: number;
+  /** A store call slower than this counts as failed (the store is down). Default `2_000`. */
+  storeTimeoutMs?: number;
+  /**
+   * `true`: when the store cannot be reached, run the handler without protection and emit `fail-open`.
+   * Default `false`: answer 503 with `Retry-After` and do not run the handler.
+   */
+  failOpen?: boolean;
   /** Receives typed events for logs and metrics. Errors it throws are ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
   /** The clock for the engine's time decisions (epoch ms). Default `Date.now`. */
@@ -72,7 +97,13 @@ export interface ResolvedOptions {
   ttlMs: number;
   leaseMs: number;
   onLeaseExpired: "run-again" | "conflict";
+  waitMs: number;
   shouldStore: (status: number) => boolean;
+  /** Lower-case names of the response headers that are never stored, defaults and `replayHeaders` applied. */
+  unreplayedHeaders: ReadonlySet<string>;
+  maxResponseBytes: number;
+  storeTimeoutMs: number;
+  failOpen: boolean;
   onEvent: ((event: IdempotencyEvent) => void) | undefined;
   now: () => number;
 }
@@ -103,7 +134,12 @@ const KNOWN_OPTIONS = new Set<string>([
   "ttlMs",
   "leaseMs",
   "onLeaseExpired",
+  "waitMs",
   "shouldStore",
+  "replayHeaders",
+  "maxResponseBytes",
+  "storeTimeoutMs",
+  "failOpen",
   "onEvent",
   "now",
 ]);
@@ -121,6 +157,46 @@ function positiveInteger(option: string, value: unknown, fallback: number): numb
     fail(option, `expected a positive whole number of milliseconds, got ${describe(value)}.`);
   }
   return value;
+}
+
+function optionalBoolean(option: string, value: unknown): boolean {
+  if (value !== undefined && typeof value !== "boolean") {
+    fail(option, `expected true or false, got ${describe(value)}.`);
+  }
+  return value ?? false;
+}
+
+function headerNames(option: string, value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.some((name) => typeof name !== "string" || !TOKEN.test(name))) {
+    fail(option, `expected an array of header names, got ${describe(value)}.`);
+  }
+  return value.map((name: string) => name.toLowerCase());
+}
+
+function resolveReplayHeaders(value: unknown): Set<string> {
+  const unreplayed = new Set(DEFAULT_UNREPLAYED_HEADERS);
+  if (value === undefined) return unreplayed;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    fail("replayHeaders", `expected { allow?: string[], deny?: string[] }, got ${describe(value)}.`);
+  }
+  for (const name of Object.keys(value)) {
+    if (name !== "allow" && name !== "deny") {
+      fail("replayHeaders", `unknown field "${name}"; expected { allow?: string[], deny?: string[] }.`);
+    }
+  }
+  const { allow, deny } = value as { allow?: unknown; deny?: unknown };
+  for (const name of headerNames("replayHeaders.allow", allow)) {
+    if (NEVER_STORED_HEADERS.has(name)) {
+      fail(
+        "replayHeaders.allow",
+        `"${name}" is a hop-by-hop or framing header; it describes one connection and is never replayed.`,
+      );
+    }
+    unreplayed.delete(name);
+  }
+  for (const name of headerNames("replayHeaders.deny", deny)) unreplayed.add(name);
+  return unreplayed;
 }
 
 function optionalFunction<T>(option: string, value: unknown): T | undefined {
@@ -217,6 +293,34 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     fail("onLeaseExpired", `expected "run-again" or "conflict", got ${describe(onLeaseExpired)}.`);
   }
 
+  const waitMs = options.waitMs ?? 0;
+  if (typeof waitMs !== "number" || !Number.isSafeInteger(waitMs) || waitMs < 0) {
+    fail("waitMs", `expected a whole number of milliseconds, 0 or more, got ${describe(waitMs)}.`);
+  }
+  const maxResponseBytes = options.maxResponseBytes ?? 1_048_576;
+  if (
+    typeof maxResponseBytes !== "number" ||
+    !Number.isSafeInteger(maxResponseBytes) ||
+    maxResponseBytes < 0
+  ) {
+    fail(
+      "maxResponseBytes",
+      `expected a whole number of bytes, 0 or more, got ${describe(maxResponseBytes)}.`,
+    );
+  }
+  // A store call must be able to fail before the lease it protects runs out.
+  const storeTimeoutMs = positiveInteger(
+    "storeTimeoutMs",
+    options.storeTimeoutMs,
+    Math.min(2_000, Math.ceil(leaseMs / 3)),
+  );
+  if (storeTimeoutMs >= leaseMs) {
+    fail(
+      "storeTimeoutMs",
+      `must be shorter than leaseMs (${leaseMs}): a renewal that takes longer than the lease cannot keep it.`,
+    );
+  }
+
   return {
     store: options.store,
     scope: options.scope,
@@ -228,6 +332,11 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     ttlMs,
     leaseMs,
     onLeaseExpired,
+    waitMs,
+    unreplayedHeaders: resolveReplayHeaders(options.replayHeaders),
+    maxResponseBytes,
+    storeTimeoutMs,
+    failOpen: optionalBoolean("failOpen", options.failOpen),
     shouldStore: optionalFunction("shouldStore", options.shouldStore) ?? defaultShouldStore,
     onEvent: optionalFunction("onEvent", options.onEvent),
     now: optionalFunction("now", options.now) ?? (() => Date.now()),

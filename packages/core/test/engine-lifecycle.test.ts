@@ -509,7 +509,10 @@ describe("store down", () => {
     await vi.advanceTimersByTimeAsync(0);
     store.down = true;
     gate.resolve();
+    await vi.advanceTimersByTimeAsync(300); // the two retries wait 100 ms and 200 ms
     expect((await first).response.text()).toBe("charged");
+    expect(store.calls.complete).toBe(3);
+    expect(eventTypes()).toEqual(["claimed", "store-error"]);
     expect(events.at(-1)).toMatchObject({ type: "store-error", operation: "complete" });
   });
 
@@ -550,6 +553,7 @@ describe("events", () => {
       type: "completed",
       status: 201,
       bodyBytes: 1,
+      bodyStored: true,
       elapsedMs: 250,
       at: T0 + 250,
     });

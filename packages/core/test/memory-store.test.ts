@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MemoryStore } from "../src/index.js";
+import { IdempotencyOptionsError, MemoryStore } from "../src/index.js";
 
 const args = (token: string) => ({
   token,
@@ -56,5 +56,60 @@ describe("MemoryStore", () => {
 
   it("rejects a clock that is not a function", () => {
     expect(() => new MemoryStore({ now: 5 as unknown as () => number })).toThrow(/Invalid option "now"/);
+  });
+
+  describe("maxEntries", () => {
+    async function completeKey(store: MemoryStore, key: string) {
+      await store.begin(key, args(`t-${key}`));
+      await store.complete(key, `t-${key}`, new Uint8Array([1]), 10_000);
+    }
+
+    it("evicts the least recently used completed record; a replay counts as a use", async () => {
+      const store = new MemoryStore({ maxEntries: 3 });
+      for (const key of ["a", "b", "c"]) await completeKey(store, key);
+      expect((await store.begin("a", args("x"))).state).toBe("completed"); // a is now the most recent
+      await completeKey(store, "d");
+      expect(store.size).toBe(3);
+      expect(await store.get("b")).toBeNull();
+      for (const key of ["a", "c", "d"]) expect((await store.get(key))?.state).toBe("completed");
+      await completeKey(store, "e");
+      expect(await store.get("c")).toBeNull();
+    });
+
+    it("never evicts an in-flight claim, even beyond the bound", async () => {
+      const store = new MemoryStore({ maxEntries: 2 });
+      await completeKey(store, "done");
+      for (const key of ["x", "y", "z"]) {
+        expect(await store.begin(key, args(`t-${key}`))).toEqual({ state: "claimed", takeover: false });
+      }
+      expect(store.size).toBe(3);
+      expect(await store.get("done")).toBeNull();
+      for (const key of ["x", "y", "z"]) {
+        expect(await store.begin(key, args("other"))).toMatchObject({ state: "in-flight" });
+        expect(await store.complete(key, `t-${key}`, null, 10_000)).toBe(true);
+      }
+      // Back under pressure, the oldest completions go first on the next claim.
+      await store.begin("w", args("t-w"));
+      expect(store.size).toBe(2);
+      expect(await store.get("x")).toBeNull();
+      expect((await store.get("z"))?.state).toBe("completed");
+    });
+
+    it("holds at most maxEntries records through 200 000 unique keys", async () => {
+      const store = new MemoryStore({ maxEntries: 1_000 });
+      for (let i = 0; i < 200_000; i++) await completeKey(store, `k${i}`);
+      expect(store.size).toBe(1_000);
+      expect(await store.get("k198999")).toBeNull();
+      expect((await store.get("k199000"))?.state).toBe("completed");
+    });
+
+    it("rejects a bound that is not a whole number of at least 1", () => {
+      for (const maxEntries of [0, -1, 1.5, Number.NaN]) {
+        expect(() => new MemoryStore({ maxEntries })).toThrow(IdempotencyOptionsError);
+      }
+      expect(() => new MemoryStore({ maxEntries: 0 })).toThrow(
+        'Invalid option "maxEntries": expected a whole number of records, at least 1, got 0.',
+      );
+    });
   });
 });

@@ -46,6 +46,34 @@ describe("options are validated at construction", () => {
     ["onEvent", { store, scope: "global", onEvent: "console" }, /expected a function/],
     ["now", { store, scope: "global", now: 5 }, /expected a function/],
     ["leasMs", { store, scope: "global", leasMs: 1000 }, /unknown option/],
+    ["waitMs", { store, scope: "global", waitMs: -1 }, /0 or more/],
+    ["waitMs", { store, scope: "global", waitMs: "1s" }, /0 or more/],
+    ["maxResponseBytes", { store, scope: "global", maxResponseBytes: 1.5 }, /whole number of bytes/],
+    ["maxResponseBytes", { store, scope: "global", maxResponseBytes: "1mb" }, /whole number of bytes/],
+    ["storeTimeoutMs", { store, scope: "global", storeTimeoutMs: 0 }, /positive whole number/],
+    ["storeTimeoutMs", { store, scope: "global", storeTimeoutMs: 30_000 }, /shorter than leaseMs \(30000\)/],
+    ["failOpen", { store, scope: "global", failOpen: "yes" }, /true or false/],
+    ["replayHeaders", { store, scope: "global", replayHeaders: ["set-cookie"] }, /\{ allow\?/],
+    [
+      "replayHeaders",
+      { store, scope: "global", replayHeaders: { allowed: ["x"] } },
+      /unknown field "allowed"/,
+    ],
+    [
+      "replayHeaders.allow",
+      { store, scope: "global", replayHeaders: { allow: "set-cookie" } },
+      /array of header/,
+    ],
+    [
+      "replayHeaders.deny",
+      { store, scope: "global", replayHeaders: { deny: ["bad header"] } },
+      /array of header/,
+    ],
+    [
+      "replayHeaders.allow",
+      { store, scope: "global", replayHeaders: { allow: ["Transfer-Encoding"] } },
+      /"transfer-encoding" is a hop-by-hop or framing header/,
+    ],
   ];
 
   for (const [option, options, message] of invalid) {
@@ -72,6 +100,16 @@ describe("options are validated at construction", () => {
     expect(options.leaseMs).toBe(30_000);
     expect(options.onLeaseExpired).toBe("run-again");
     expect(options.shouldStore).toBe(defaultShouldStore);
+    expect(options.waitMs).toBe(0);
+    expect(options.maxResponseBytes).toBe(1_048_576);
+    expect(options.storeTimeoutMs).toBe(2_000);
+    expect(options.failOpen).toBe(false);
+    expect([...options.unreplayedHeaders]).toEqual([
+      "set-cookie",
+      "www-authenticate",
+      "authorization",
+      "proxy-authenticate",
+    ]);
   });
 });
 

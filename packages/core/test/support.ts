@@ -14,6 +14,10 @@ export class InstrumentedStore implements IdempotencyStore {
     delete: 0,
   };
   down = false;
+  /** Calls to these methods never answer, like a store behind a stalled connection. */
+  readonly hanging = new Set<Method>();
+  /** The next N calls to a method fail (then it works again), like a brief network blip. */
+  readonly failures: Partial<Record<Method, number>> = {};
 
   /** Pass `inner` to give two instruments (two "processes") the same records. */
   constructor(inner: MemoryStore = new MemoryStore()) {
@@ -27,31 +31,42 @@ export class InstrumentedStore implements IdempotencyStore {
   #enter(method: Method): void {
     this.calls[method]++;
     if (this.down) throw new Error("connect ECONNREFUSED 127.0.0.1:6379");
+    const failures = this.failures[method] ?? 0;
+    if (failures > 0) {
+      this.failures[method] = failures - 1;
+      throw new Error("read ECONNRESET");
+    }
+  }
+
+  /** Never settles when `method` is hanging: the engine's storeTimeoutMs has to end the wait. */
+  async #answer<T>(method: Method, call: () => Promise<T>): Promise<T> {
+    if (this.hanging.has(method)) return new Promise<T>(() => {});
+    return call();
   }
 
   async begin(key: string, args: BeginArgs) {
     this.#enter("begin");
-    return this.inner.begin(key, args);
+    return this.#answer("begin", () => this.inner.begin(key, args));
   }
   async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number) {
     this.#enter("complete");
-    return this.inner.complete(key, token, response, ttlMs);
+    return this.#answer("complete", () => this.inner.complete(key, token, response, ttlMs));
   }
   async extend(key: string, token: string, leaseMs: number) {
     this.#enter("extend");
-    return this.inner.extend(key, token, leaseMs);
+    return this.#answer("extend", () => this.inner.extend(key, token, leaseMs));
   }
   async release(key: string, token: string) {
     this.#enter("release");
-    return this.inner.release(key, token);
+    return this.#answer("release", () => this.inner.release(key, token));
   }
   async get(key: string): Promise<StoredRecord | null> {
     this.#enter("get");
-    return this.inner.get(key);
+    return this.#answer("get", () => this.inner.get(key));
   }
   async delete(key: string) {
     this.#enter("delete");
-    return this.inner.delete(key);
+    return this.#answer("delete", () => this.inner.delete(key));
   }
 }
 
