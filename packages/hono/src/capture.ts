@@ -1,41 +1,132 @@
 import type { Execution } from "@idempotency/core";
 
 const encoder = new TextEncoder();
+const WOULD_BLOCK = Symbol("would block");
+type ReadResult = ReadableStreamReadResult<unknown>;
+
+/** What could be read from a body without waiting for its producer. */
+interface BodyHead {
+  chunks: Uint8Array[];
+  /** The body ended within `chunks`: its length is known. */
+  done: boolean;
+  /** A read that did not resolve in time; the next bytes come from it. */
+  pending: Promise<ReadResult> | undefined;
+}
 
 /**
  * Hands a handler's response to the engine and returns the response to send in its place: the same status
  * and headers, and a body that passes every chunk through `execution.write` and ends only after
  * `execution.end()` has completed (or released) the record.
  *
- * The handler's body is pulled by the client's reads (so backpressure holds) until the client goes away;
- * from then on it is drained to the end independently, so the handler's result is still stored and a retry
- * replays it. A body stream that errors counts as no response: the claim is released.
+ * A body that is already complete (what `c.json()`, `c.text()` and `c.body(bytes)` produce) keeps the
+ * `Content-Length` framing the server would have given it, so its last byte waits for the store. A stream
+ * flows through as it is produced, pulled by the client's reads, until the client goes away; from then on it
+ * is drained to the end independently, so the handler's result is still stored and a retry replays it. A
+ * body that errors counts as no response: the claim is released.
  */
 export async function captureResponse(
   response: Response,
   execution: Execution,
   onFinished: () => void,
 ): Promise<Response> {
-  execution.start(response.status, response.headers);
-  const init = { status: response.status, statusText: response.statusText, headers: response.headers };
+  const { status, statusText } = response;
+  const headers = new Headers(response.headers);
   if (response.body === null) {
+    execution.start(status, headers);
     const rest = await execution.end();
     onFinished();
-    return new Response(rest.length > 0 ? (rest as Uint8Array<ArrayBuffer>) : null, init);
+    return new Response(rest.length > 0 ? (rest as Uint8Array<ArrayBuffer>) : null, {
+      status,
+      statusText,
+      headers,
+    });
   }
-  return new Response(captureBody(response.body, execution, onFinished), init);
+
+  const reader = response.body.getReader();
+  let head: BodyHead;
+  try {
+    head = await readAvailable(reader);
+  } catch (error) {
+    await execution.abandon();
+    onFinished();
+    throw error;
+  }
+  if (head.done && canDeclareLength(status, headers)) {
+    headers.set("content-length", String(head.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+  }
+  execution.start(status, headers);
+  return new Response(captureBody(reader, head, execution, onFinished), { status, statusText, headers });
+}
+
+function canDeclareLength(status: number, headers: Headers): boolean {
+  if (status < 200 || status === 204 || status === 304) return false;
+  return !headers.has("content-length") && !headers.has("transfer-encoding");
+}
+
+/**
+ * Reads up to two chunks that are available without waiting for a timer turn: a complete body (one chunk,
+ * then its end) is recognised by its end arriving here; a stream is left to flow.
+ */
+async function readAvailable(reader: ReadableStreamDefaultReader<unknown>): Promise<BodyHead> {
+  const chunks: Uint8Array[] = [];
+  for (let i = 0; i < 2; i++) {
+    const read = reader.read();
+    const result = await raceTimerTurn(read);
+    if (result === WOULD_BLOCK) return { chunks, done: false, pending: read };
+    if (result.done) return { chunks, done: true, pending: undefined };
+    chunks.push(toBytes(result.value));
+  }
+  return { chunks, done: false, pending: undefined };
+}
+
+async function raceTimerTurn(read: Promise<ReadResult>): Promise<ReadResult | typeof WOULD_BLOCK> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const turn = new Promise<typeof WOULD_BLOCK>((resolve) => {
+    timer = setTimeout(() => resolve(WOULD_BLOCK), 0);
+  });
+  try {
+    return await Promise.race([read, turn]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function captureBody(
-  source: ReadableStream<unknown>,
+  reader: ReadableStreamDefaultReader<unknown>,
+  head: BodyHead,
   execution: Execution,
   onFinished: () => void,
 ): ReadableStream<Uint8Array> {
-  const reader = source.getReader();
+  const queued = [...head.chunks];
+  let pending = head.pending;
+  let sourceDone = head.done;
   let clientGone = false;
-  // The read in progress, so that draining after a cancel continues after it rather than beside it.
-  let pending: Promise<void> = Promise.resolve();
   let settled = false;
+  // The step in progress, so that draining after a cancel continues after it rather than beside it.
+  let step: Promise<void> = Promise.resolve();
+
+  async function readSource(): Promise<Uint8Array | null> {
+    const chunk = queued.shift();
+    if (chunk !== undefined) return chunk;
+    if (sourceDone) return null;
+    const result = await (pending ?? reader.read());
+    pending = undefined;
+    if (result.done) {
+      sourceDone = true;
+      return null;
+    }
+    return toBytes(result.value);
+  }
+
+  /** The next bytes that may be sent, or `null` once the body has ended. */
+  async function next(): Promise<Uint8Array | null> {
+    for (;;) {
+      const chunk = await readSource();
+      if (chunk === null) return null;
+      const forward = execution.write(chunk);
+      if (forward.length > 0) return forward;
+    }
+  }
 
   async function finish(): Promise<Uint8Array> {
     if (settled) return new Uint8Array(0);
@@ -53,16 +144,6 @@ function captureBody(
     await reader.cancel(error).catch(() => {});
   }
 
-  /** Reads until it has bytes to forward or the body ended; `null` means the body is complete. */
-  async function next(): Promise<Uint8Array | null> {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return null;
-      const forward = execution.write(toBytes(value));
-      if (forward.length > 0) return forward;
-    }
-  }
-
   async function drain(): Promise<void> {
     if (settled) return;
     try {
@@ -75,7 +156,7 @@ function captureBody(
 
   return new ReadableStream<Uint8Array>({
     pull(controller) {
-      const step = (async () => {
+      step = (async () => {
         try {
           const chunk = await next();
           if (clientGone) return;
@@ -92,14 +173,13 @@ function captureBody(
           if (!clientGone) controller.error(error);
         }
       })();
-      pending = step;
       return step;
     },
     cancel() {
       clientGone = true;
       execution.closed();
       // The response is still the handler's result: read it to the end and store it.
-      return void pending.then(drain);
+      void step.then(drain);
     },
   });
 }
