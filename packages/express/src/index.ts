@@ -1,0 +1,95 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createIdempotency, type Execution, type IdempotencyOptions } from "@idempotency/core";
+import { captureResponse } from "./capture.js";
+import { type ExpressRequestLike, neutralRequest } from "./request.js";
+
+export type { IdempotencyOptions } from "@idempotency/core";
+
+/**
+ * An Express (4 or 5) middleware function. Typed on Node's request and response so it fits `app.use`,
+ * `router.use` and route handler lists of both majors without depending on `@types/express`.
+ */
+export type IdempotencyMiddleware = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: (error?: unknown) => void,
+) => void;
+
+const executions = new WeakMap<object, Execution>();
+const seen = new WeakSet<object>();
+
+/**
+ * Creates Express middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
+ * `Idempotency-Key` header: the first request runs and its response is stored, a retry gets the stored
+ * response with `Idempotent-Replayed: true`, a different request under the same key gets 422, a duplicate
+ * while the first runs gets 409. Takes the core's options (`store` and `scope` required); invalid options
+ * throw `IdempotencyOptionsError` here, not per request.
+ *
+ * Mount it per route, app-wide, or on a router; put it **before** body parsers so the fingerprint sees the
+ * exact request bytes (it leaves the body readable for them). Errors from handlers reach your error handlers
+ * unchanged; the status they send decides whether the outcome is stored.
+ *
+ * @example
+ * ```ts
+ * import express from "express";
+ * import { MemoryStore } from "@idempotency/core";
+ * import { idempotency } from "@idempotency/express";
+ *
+ * const app = express();
+ * app.post(
+ *   "/orders",
+ *   idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-user-id") ?? "anonymous" }),
+ *   express.json(),
+ *   (req, res) => res.status(201).json(createOrder(req.body)),
+ * );
+ * ```
+ */
+export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware {
+  const engine = createIdempotency(options);
+
+  return function idempotencyMiddleware(req, res, next) {
+    // Mounted twice on one request's path (app-wide and on a route): the first one decides.
+    if (seen.has(req)) return next();
+    seen.add(req);
+    engine.handle(neutralRequest(req as ExpressRequestLike)).then(
+      (decision) => {
+        if (decision.action === "pass") return next();
+        if (decision.action === "respond") {
+          const { status, headers, body } = decision.response;
+          res.writeHead(status, headers.flat());
+          res.end(body);
+          return;
+        }
+        const { execution } = decision;
+        executions.set(req, execution);
+        captureResponse(res, execution);
+        res.once("close", () => execution.closed());
+        next();
+      },
+      (error: unknown) => next(error),
+    );
+  };
+}
+
+/**
+ * Declares that this request did nothing yet (validation or authorisation failed before any side effect):
+ * its claim is released and its response is not stored, whatever the status, so a retry with the same key
+ * runs again. Call it before or while sending the response. A no-op for requests the middleware did not
+ * claim (no key, method not protected).
+ *
+ * @example
+ * ```ts
+ * import { notStarted } from "@idempotency/express";
+ *
+ * app.post("/orders", idempotency(options), express.json(), (req, res) => {
+ *   if (!req.body.item) {
+ *     notStarted(req);
+ *     return res.status(422).json({ error: "item is required" });
+ *   }
+ *   res.status(201).json(createOrder(req.body));
+ * });
+ * ```
+ */
+export function notStarted(req: IncomingMessage): void {
+  executions.get(req)?.notStarted();
+}
