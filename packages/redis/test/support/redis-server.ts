@@ -106,6 +106,15 @@ export function tempDir(): { path: string; remove(): void } {
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
+/**
+ * Connection errors are expected while a test takes a server down; the store reports them as
+ * `IdempotencyStoreError`s, so the client's own "error" events only need a listener (as in any app).
+ */
+export function quiet<T extends Redis | Cluster>(client: T): T {
+  client.on("error", () => undefined);
+  return client;
+}
+
 /** Client settings every test connection uses: fail fast instead of retrying a command for long. */
 export const clientOptions: RedisOptions = { maxRetriesPerRequest: 1, lazyConnect: false };
 
@@ -128,7 +137,7 @@ export async function startSingle(options: { honourRedisUrl: boolean }): Promise
     url,
     server,
     client(extra = {}) {
-      const client = new Redis(url, { ...clientOptions, ...extra });
+      const client = quiet(new Redis(url, { ...clientOptions, ...extra }));
       clients.push(client);
       return client;
     },
@@ -169,9 +178,11 @@ export async function startCluster(): Promise<{
   return {
     servers,
     client() {
-      const client = new Cluster(
-        servers.map((server) => ({ host: "127.0.0.1", port: server.port })),
-        { redisOptions: { maxRetriesPerRequest: 1 } },
+      const client = quiet(
+        new Cluster(
+          servers.map((server) => ({ host: "127.0.0.1", port: server.port })),
+          { redisOptions: { maxRetriesPerRequest: 1 } },
+        ),
       );
       clients.push(client);
       return client;
