@@ -6,7 +6,7 @@ import { type IdempotencyOptions, IdempotencyOptionsError, MemoryStore } from "@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { stream } from "hono/streaming";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { idempotency, notStarted } from "../src/index.js";
 import { deferred, EventLog, GatedCompleteStore, type RunningServer, send, start } from "./support.js";
 
@@ -536,6 +536,114 @@ describe("client disconnect", () => {
       "true",
     ]);
     expect(executions).toBe(1);
+  });
+});
+
+describe("leases", () => {
+  it("renews the lease while the handler runs, stops when the client leaves, and fences the late result", async () => {
+    let clock = 1_000_000;
+    const now = () => clock;
+    const log = new EventLog();
+    const app = new Hono();
+    const gate = deferred();
+    const aborted = deferred();
+    let executions = 0;
+    app.post(
+      "/hang",
+      idempotency({
+        store: new MemoryStore({ now }),
+        scope: "global",
+        now,
+        leaseMs: 30_000,
+        onEvent: log.onEvent,
+      }),
+      async (c) => {
+        const run = ++executions;
+        if (run === 1) c.req.raw.signal.addEventListener("abort", () => aborted.resolve());
+        await gate.promise;
+        return c.json({ run }, 201);
+      },
+    );
+    const server = await serveApp(app);
+    // Only the engine's renewal interval is faked; the server and the clients run on real time.
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    try {
+      const elapse = async (ms: number) => {
+        for (let step = 0; step < ms; step += 10_000) {
+          clock += 10_000;
+          await vi.advanceTimersByTimeAsync(10_000);
+        }
+      };
+      const first = httpRequest({
+        host: "127.0.0.1",
+        port: server.port,
+        method: "POST",
+        path: "/hang",
+        headers: { "idempotency-key": "k", "content-length": "0" },
+      });
+      first.on("error", () => {});
+      first.end();
+      await log.next("claimed");
+
+      await elapse(40_000); // past the first lease: only renewals keep it
+      const duplicate = await send(server, { path: "/hang", key: "k" });
+      expect(duplicate.status).toBe(409);
+      expect(duplicate.headers["retry-after"]).toBe("30");
+
+      first.destroy();
+      await aborted.promise;
+      await elapse(40_000); // no renewal since the client left: the lease runs out
+      const retry = send(server, { path: "/hang", key: "k" });
+      expect(await log.next("claimed")).toMatchObject({ takeover: true });
+
+      const leaseLost = log.next("lease-lost");
+      gate.resolve();
+      expect(await leaseLost).toMatchObject({ operation: "complete" });
+      expect((await retry).json()).toEqual({ run: 2 });
+      const replay = await send(server, { path: "/hang", key: "k" });
+      expect([replay.json(), replay.headers["idempotent-replayed"]]).toEqual([{ run: 2 }, "true"]);
+      expect(executions).toBe(2);
+    } finally {
+      vi.useRealTimers();
+      gate.resolve();
+    }
+  });
+});
+
+describe("core options through the binding", () => {
+  it("answers a retry of a response too large to store with 410 and its Location", async () => {
+    const app = new Hono();
+    let executions = 0;
+    app.post("/reports", idempotency(options(undefined, { maxResponseBytes: 1024 })), (c) => {
+      executions++;
+      c.header("Location", "/reports/1");
+      return c.body(new Uint8Array(4096).fill(7), 201);
+    });
+    const server = await serveApp(app);
+
+    const first = await send(server, { path: "/reports", key: "k" });
+    const retry = await send(server, { path: "/reports", key: "k" });
+    expect([first.status, first.body.length]).toEqual([201, 4096]);
+    expect(retry.status).toBe(410);
+    expect(retry.headers["content-type"]).toBe("application/problem+json");
+    expect(retry.headers.location).toBe("/reports/1");
+    expect(executions).toBe(1);
+  });
+
+  it("runs the handler unprotected when the store is down and failOpen is set", async () => {
+    const log = new EventLog();
+    const store = new MemoryStore();
+    store.begin = () => Promise.reject(new Error("connect ECONNREFUSED"));
+    const app = new Hono();
+    let executions = 0;
+    app.post("/orders", idempotency({ store, scope: "global", failOpen: true, onEvent: log.onEvent }), (c) =>
+      c.json({ run: ++executions }, 201),
+    );
+    const server = await serveApp(app);
+
+    expect((await send(server, { path: "/orders", key: "k" })).json()).toEqual({ run: 1 });
+    expect((await send(server, { path: "/orders", key: "k" })).json()).toEqual({ run: 2 });
+    expect(log.types()).toEqual(["fail-open", "fail-open"]);
   });
 });
 
