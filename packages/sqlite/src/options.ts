@@ -1,13 +1,27 @@
 import { IdempotencyOptionsError } from "@idempotency/core";
 import type BetterSqlite3 from "better-sqlite3";
 
-/** A better-sqlite3 connection, as `new Database(file)` returns it. */
+/**
+ * A better-sqlite3 connection, as `new Database(file)` returns it.
+ *
+ * @example
+ * ```ts
+ * import Database from "better-sqlite3";
+ * const database: SqliteDatabase = new Database("app.db");
+ * ```
+ */
 export type SqliteDatabase = BetterSqlite3.Database;
 
 /**
  * `PRAGMA synchronous` for the store's connection. In WAL mode, `"NORMAL"` never corrupts the database but
  * a power loss or OS crash may undo the last few committed transactions; `"FULL"` syncs the WAL on every
  * commit, so every completed record survives a power loss, at the cost of one fsync per state change.
+ *
+ * @example
+ * ```ts
+ * const synchronous: SqliteSynchronous = "FULL";
+ * new SqliteStore({ path: "idempotency.db", synchronous });
+ * ```
  */
 export type SqliteSynchronous = "NORMAL" | "FULL";
 
@@ -42,9 +56,9 @@ export interface SqliteStoreOptions {
    * clock. Inject one only in tests, and give every store over the same file the same clock.
    */
   now?: () => number;
-  /** Every this many claims, the store deletes a few expired records. Default `16`. */
+  /** Every this many claims, the store deletes a few expired records. Default `4`. */
   sweepEvery?: number;
-  /** The most expired records one sweep deletes; `0` turns sweeping off. Default `32`. */
+  /** The most expired records one sweep deletes; `0` turns sweeping off. Default `8`. */
   sweepLimit?: number;
 }
 
@@ -167,7 +181,7 @@ export function resolveSqliteStoreOptions(options: SqliteStoreOptions): Resolved
     busyTimeoutMs: wholeNumber("busyTimeoutMs", options.busyTimeoutMs, 5_000, 0),
     // Read Date.now at call time, so fake timers (vi.setSystemTime) move this store's clock too.
     now: options.now ?? (() => Date.now()),
-    sweepEvery: wholeNumber("sweepEvery", options.sweepEvery, 16, 1),
-    sweepLimit: wholeNumber("sweepLimit", options.sweepLimit, 32, 0),
+    sweepEvery: wholeNumber("sweepEvery", options.sweepEvery, 4, 1),
+    sweepLimit: wholeNumber("sweepLimit", options.sweepLimit, 8, 0),
   };
 }

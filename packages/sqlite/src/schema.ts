@@ -4,7 +4,15 @@ import { SCHEMA_TABLE, type SqliteDatabase } from "./options.js";
 /**
  * The version of the records table this release reads and writes. A later release that changes the table
  * appends a migration below and bumps this number; stores of different releases sharing one file then
- * refuse a table newer than they understand instead of misreading it.
+ * refuse a table newer than they understand instead of misreading it. The version of each records table is
+ * kept in the `idempotency_schema` table of the same file.
+ *
+ * @example
+ * ```ts
+ * import { SCHEMA_VERSION } from "@idempotency/sqlite";
+ * db.prepare("SELECT version FROM idempotency_schema WHERE table_name = ?").get("idempotency_records");
+ * // { version: SCHEMA_VERSION }
+ * ```
  */
 export const SCHEMA_VERSION = 1;
 

@@ -314,6 +314,16 @@ describe("expiry and the bounded sweep", () => {
     await expect(store.sweep(-1)).rejects.toThrow(IdempotencyStoreError);
   });
 
+  it("by default deletes up to 8 expired records every 4 claims", async () => {
+    const { clock, store, rows } = controlled({});
+    for (let i = 0; i < 20; i++) await store.begin(key(), claimArgs(5, 10)); // 5 sweeps, nothing expired
+    clock.t += 20;
+    for (let i = 0; i < 3; i++) await store.begin(key(), claimArgs(1_000, 1_000_000));
+    expect(rows()).toBe(23);
+    await store.begin(key(), claimArgs(1_000, 1_000_000));
+    expect(rows()).toBe(16);
+  });
+
   it("does not count answers that claim nothing towards the next sweep", async () => {
     const { clock, store, rows } = controlled({ sweepEvery: 2, sweepLimit: 10 });
     const held = key();
