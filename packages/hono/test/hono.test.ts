@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type IdempotencyOptions, IdempotencyOptionsError, MemoryStore } from "@idempotency/core";
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { stream } from "hono/streaming";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -74,6 +75,40 @@ describe("request body", () => {
     expect(replay.headers["idempotent-replayed"]).toBe("true");
     expect(replay.body.equals(first.body)).toBe(true);
     expect(other.status).toBe(422);
+    expect(executions).toBe(1);
+  });
+
+  it("fingerprints the request hono's bodyLimit() re-creates, and lets it answer 413 first", async () => {
+    const app = new Hono();
+    const store = new MemoryStore();
+    let executions = 0;
+    app.use(bodyLimit({ maxSize: 64 }));
+    app.use(idempotency({ store, scope: "global" }));
+    app.post("/orders", async (c) => {
+      executions++;
+      return c.json({ item: (await c.req.json()).item }, 201);
+    });
+    const server = await serveApp(app);
+
+    const first = await send(server, { path: "/orders", key: "k", json: { item: "a" }, chunked: true });
+    const reordered = await send(server, {
+      path: "/orders",
+      key: "k",
+      body: '{ "item" : "a" }',
+      headers: [["content-type", "application/json"]],
+      chunked: true,
+    });
+    const other = await send(server, { path: "/orders", key: "k", json: { item: "b" }, chunked: true });
+    const tooLarge = await send(server, {
+      path: "/orders",
+      key: "k2",
+      json: { item: "x".repeat(100) },
+      chunked: true,
+    });
+    expect([first.status, first.json()]).toEqual([201, { item: "a" }]);
+    expect([reordered.status, reordered.headers["idempotent-replayed"]]).toEqual([201, "true"]);
+    expect(other.status).toBe(422);
+    expect(tooLarge.status).toBe(413);
     expect(executions).toBe(1);
   });
 

@@ -49,6 +49,8 @@ export interface SendOptions {
   headers?: Array<[string, string]>;
   body?: string | Uint8Array;
   json?: unknown;
+  /** Send the body with `Transfer-Encoding: chunked`, in two writes, instead of a `Content-Length`. */
+  chunked?: boolean;
 }
 
 /** One HTTP/1.1 request over a fresh loopback connection; resolves when the whole response has arrived. */
@@ -63,7 +65,8 @@ export function send(server: RunningServer, options: SendOptions): Promise<Clien
   } else if (options.body !== undefined) {
     body = typeof options.body === "string" ? Buffer.from(options.body) : options.body;
   }
-  if (body) headers.push(["content-length", String(body.length)]);
+  if (body && options.chunked) headers.push(["transfer-encoding", "chunked"]);
+  else if (body) headers.push(["content-length", String(body.length)]);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       {
@@ -91,7 +94,11 @@ export function send(server: RunningServer, options: SendOptions): Promise<Clien
       },
     );
     req.on("error", reject);
-    req.end(body);
+    if (body && options.chunked) {
+      const half = Math.floor(body.length / 2);
+      req.write(body.subarray(0, half));
+      req.end(body.subarray(half));
+    } else req.end(body);
   });
 }
 
