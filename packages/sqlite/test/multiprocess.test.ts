@@ -12,7 +12,7 @@ const directory = tempDirectory();
 
 interface Outcome {
   key: string;
-  kind: "executed" | "replayed" | "answered" | "passed";
+  kind: "executed" | "replayed" | "answered" | "passed" | "returned";
   status: number;
   headers?: Record<string, string>;
   body: string;
@@ -155,6 +155,42 @@ describe("several processes on one database file", () => {
     expect(executionsPerKey(executionsDir)).toEqual(executions);
 
     for (const worker of team) worker.send({ type: "exit" });
+    for (const worker of team) expect(await worker.exited).toEqual({ code: 0, signal: null });
+    expect(integrity(file)).toBe("ok");
+  }, 120_000);
+
+  it("4 processes running the same 100 jobs through run() with waitMs: each runs once, every call gets its result", async () => {
+    const file = `${directory}/run-storm.db`;
+    const executionsDir = `${directory}/run-storm-executions`;
+    mkdirSync(executionsDir);
+    const team = Array.from(
+      { length: 4 },
+      (_, i) => new Worker(["run-storm", file, executionsDir, `w${i}`, "100"]),
+    );
+    for (const worker of team) expect(await worker.next<{ type: string }>()).toEqual({ type: "ready" });
+    for (const worker of team) worker.send({ type: "go", round: 1 });
+    const results = await Promise.all(team.map((worker) => worker.next<Result>()));
+    for (const worker of team) worker.send({ type: "exit" });
+
+    for (const result of results) {
+      expect(result.errors).toEqual([]);
+      expect(result.events.filter((e) => !["claimed", "completed", "replayed"].includes(e.type))).toEqual([]);
+    }
+    const executions = executionsPerKey(executionsDir);
+    expect(executions.size).toBe(100);
+    expect([...executions.values()].every((count) => count === 1)).toBe(true);
+    const outcomes = results.flatMap((result) => result.outcomes) as Outcome[];
+    expect(outcomes).toHaveLength(400);
+    const byKey = new Map<string, Set<string>>();
+    for (const outcome of outcomes)
+      byKey.set(outcome.key, (byKey.get(outcome.key) ?? new Set()).add(outcome.body));
+    for (const [key, bodies] of byKey) {
+      expect(bodies.size, `results of ${key}`).toBe(1);
+      expect(JSON.parse([...bodies][0] as string)).toEqual({
+        key,
+        executedBy: expect.stringMatching(/^w[0-3]$/),
+      });
+    }
     for (const worker of team) expect(await worker.exited).toEqual({ code: 0, signal: null });
     expect(integrity(file)).toBe("ok");
   }, 120_000);

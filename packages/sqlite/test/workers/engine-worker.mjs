@@ -4,6 +4,9 @@
 //   node engine-worker.mjs storm <file> <executionsDir> <workerId> <keys>
 //     opens one SqliteStore, says "ready", and on each "go" fires requests for all keys at once through the
 //     core engine, reporting every outcome; the handler leaves one file per execution in <executionsDir>.
+//   node engine-worker.mjs run-storm <file> <executionsDir> <workerId> <keys>
+//     the same through the function API, `idempotency.run(key, fn, { waitMs })`: duplicates wait and get
+//     the first call's result.
 //   node engine-worker.mjs hold <file> <executionsDir> <workerId> <leaseMs>
 //     claims the key "held" and never finishes (the engine keeps renewing the lease): the parent kills it.
 //   node engine-worker.mjs takeover <file> <executionsDir> <workerId> <leaseMs>
@@ -59,16 +62,31 @@ async function fire(idempotency, key, handlerMs) {
   return { key, kind: "passed" };
 }
 
-async function storm() {
+/** Runs one job through the function API; its side effect is a file named after the key. */
+async function runOnce(idempotency, key) {
+  const result = await idempotency.run(
+    key,
+    async () => {
+      writeFileSync(`${executionsDir}/${key}.${workerId}.${randomUUID()}`, "");
+      await sleep(30);
+      return { key, executedBy: workerId };
+    },
+    { fingerprint: key, waitMs: 30_000 },
+  );
+  return { key, kind: "returned", status: 0, body: JSON.stringify(result) };
+}
+
+async function storm(useRun) {
   const keys = Array.from({ length: Number(extra) }, (_, i) => `key-${i}`);
   const store = new SqliteStore({ path: file });
   const events = [];
   const idempotency = engine(store, events);
+  const one = useRun ? (key) => runOnce(idempotency, key) : (key) => fire(idempotency, key, 30);
   await store.get("warm-up"); // opens the file and creates the schema before the race starts
   process.on("message", async (message) => {
     if (message.type === "go") {
       events.length = 0;
-      const settled = await Promise.allSettled(keys.map((key) => fire(idempotency, key, 30)));
+      const settled = await Promise.allSettled(keys.map(one));
       const outcomes = settled.map((s) => (s.status === "fulfilled" ? s.value : null));
       const errors = settled.flatMap((s) =>
         s.status === "rejected" ? [String(s.reason?.stack ?? s.reason)] : [],
@@ -119,7 +137,7 @@ async function churn() {
   }
 }
 
-const modes = { storm, hold, takeover, churn };
+const modes = { storm: () => storm(false), "run-storm": () => storm(true), hold, takeover, churn };
 modes[mode]().catch((error) => {
   process.stderr.write(`${error?.stack ?? error}\n`);
   process.exit(1);
