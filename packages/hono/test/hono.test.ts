@@ -2,9 +2,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gunzipSync } from "node:zlib";
 import { type IdempotencyOptions, IdempotencyOptionsError, MemoryStore } from "@idempotency/core";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { compress } from "hono/compress";
 import { HTTPException } from "hono/http-exception";
 import { stream } from "hono/streaming";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -380,6 +382,34 @@ describe("response capture", () => {
     }
     expect(conflict.status).toBe(422);
     expect(conflict.headers["x-outer"]).toBe("prepared");
+  });
+
+  it("stores the plain response under an outer compress(), which encodes first responses and replays alike", async () => {
+    const app = new Hono();
+    const store = new MemoryStore();
+    const log = new EventLog();
+    let executions = 0;
+    app.use(compress());
+    app.use(idempotency({ store, scope: "global", onEvent: log.onEvent }));
+    app.post("/report", (c) => {
+      executions++;
+      return c.text("row;".repeat(2000));
+    });
+    const server = await serveApp(app);
+
+    const gzip: Array<[string, string]> = [["accept-encoding", "gzip"]];
+    const first = await send(server, { path: "/report", key: "k", headers: gzip });
+    const replay = await send(server, { path: "/report", key: "k", headers: gzip });
+    const plainReplay = await send(server, { path: "/report", key: "k" });
+    expect(first.headers["content-encoding"]).toBe("gzip");
+    expect(replay.headers["content-encoding"]).toBe("gzip");
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(gunzipSync(first.body).toString()).toBe("row;".repeat(2000));
+    expect(gunzipSync(replay.body).toString()).toBe("row;".repeat(2000));
+    expect(plainReplay.headers["content-encoding"]).toBeUndefined();
+    expect(plainReplay.text()).toBe("row;".repeat(2000));
+    expect(log.events.find((event) => event.type === "completed")).toMatchObject({ bodyBytes: 8000 });
+    expect(executions).toBe(1);
   });
 
   it("releases the claim when the handler's body stream fails", async () => {
