@@ -71,7 +71,14 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
       finished();
       return;
     }
-    c.res = await captureResponse(c.res, execution, finished);
+    try {
+      c.res = await captureResponse(c.res, execution, finished);
+    } catch (error) {
+      // The response body could not be read (already used, or it failed at once): nothing to store.
+      await execution.abandon();
+      finished();
+      throw error;
+    }
   };
 }
 

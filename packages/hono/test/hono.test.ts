@@ -300,6 +300,23 @@ describe("errors and final status", () => {
     ]);
   });
 
+  it("releases the claim when a later middleware used up the response body", async () => {
+    const log = new EventLog();
+    const app = new Hono();
+    app.onError((error, c) => c.text(`handled: ${error.name}`, 500));
+    app.use(idempotency(options(log)));
+    app.use(async (c, next) => {
+      await next();
+      await c.res.text(); // reads the body and forgets to put a response back
+    });
+    app.post("/orders", (c) => c.text("created", 201));
+    const server = await serveApp(app);
+
+    const response = await send(server, { path: "/orders", key: "k" });
+    expect([response.status, response.text()]).toEqual([500, "handled: TypeError"]);
+    expect(log.events.find((event) => event.type === "released")).toMatchObject({ reason: "no-response" });
+  });
+
   it("releases the claim when the handler returns no response", async () => {
     const log = new EventLog();
     const app = new Hono();
