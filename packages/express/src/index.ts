@@ -56,7 +56,10 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         if (decision.action === "pass") return next();
         if (decision.action === "respond") {
           const { status, headers, body } = decision.response;
-          res.writeHead(status, headers.flat());
+          for (const [name, values] of groupHeaders(headers)) {
+            res.setHeader(name, values.length === 1 ? (values[0] as string) : values);
+          }
+          res.writeHead(status);
           res.end(body);
           return;
         }
@@ -69,6 +72,17 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       (error: unknown) => next(error),
     );
   };
+}
+
+/** Repeated names as one list each: Node 20's `writeHead(status, flatList)` keeps only the last value. */
+function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, string[]> {
+  const grouped = new Map<string, string[]>();
+  for (const [name, value] of headers) {
+    const values = grouped.get(name);
+    if (values) values.push(value);
+    else grouped.set(name, [value]);
+  }
+  return grouped;
 }
 
 /**

@@ -1,0 +1,192 @@
+import { httpRequest } from "@idempotency/binding-tests";
+import type { IdempotencyOptions } from "@idempotency/core";
+import express from "express";
+import express4 from "express4";
+import { afterEach, describe, expect, it } from "vitest";
+import { idempotency } from "../src/index.js";
+import { claimedFingerprint, recordingOptions } from "./support.js";
+import { type ExpressModule, listen } from "./table-app.js";
+
+type Placement = "none" | "parser after" | "parser before" | "parser before, verify keeps rawBody";
+
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+function keepRawBody(req: { rawBody?: Buffer }, _res: unknown, buffer: Buffer): void {
+  req.rawBody = buffer;
+}
+
+describe.each([
+  ["express 5", express],
+  ["express 4", express4],
+] as Array<[string, ExpressModule]>)("%s request body", (_name, lib) => {
+  type Parser = "json" | "raw" | "text";
+  function parser(kind: Parser, verify: boolean) {
+    const options = verify ? { verify: keepRawBody as never, type: () => true } : { type: () => true };
+    return kind === "json" ? lib.json(options) : kind === "raw" ? lib.raw(options) : lib.text(options);
+  }
+
+  /** One app per placement; returns the stored fingerprint and what the handler saw. */
+  async function fingerprintWith(
+    placement: Placement,
+    kind: Parser,
+    body: { contentType: string; bytes: Buffer },
+    overrides: Partial<IdempotencyOptions> = {},
+  ) {
+    const { options, store, events } = recordingOptions(overrides);
+    const app = lib();
+    const guard = idempotency(options);
+    const chain =
+      placement === "none"
+        ? [guard]
+        : placement === "parser after"
+          ? [guard, parser(kind, false)]
+          : [parser(kind, placement === "parser before, verify keeps rawBody"), guard];
+    app.post("/things", ...chain, async (req, res) => {
+      if (placement === "none") {
+        const chunks: Buffer[] = [];
+        for await (const chunk of req) chunks.push(chunk as Buffer);
+        res.status(201).type("application/octet-stream").send(Buffer.concat(chunks));
+      } else if (kind === "json") {
+        res.status(201).json(req.body);
+      } else {
+        res.status(201).type("application/octet-stream").send(Buffer.from(req.body));
+      }
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    const res = await httpRequest(`${running.url}/things`, {
+      key: "k-body",
+      headers: { "content-type": body.contentType },
+      body: body.bytes,
+    });
+    return { res, fingerprint: await claimedFingerprint(store, events), url: running.url };
+  }
+
+  const placements: Placement[] = [
+    "none",
+    "parser after",
+    "parser before",
+    "parser before, verify keeps rawBody",
+  ];
+
+  it("fingerprints a JSON body the same with express.json() before it, after it, or no parser", async () => {
+    const bytes = Buffer.from('{ "b": [1, 2.5, {"y": null, "x": "\\u0041"}],\n  "a": "é" }');
+    const seen = [];
+    for (const placement of placements) {
+      const { res, fingerprint } = await fingerprintWith(placement, "json", {
+        contentType: "application/json",
+        bytes,
+      });
+      expect(res.status).toBe(201);
+      if (placement === "none") expect(res.body.equals(bytes)).toBe(true);
+      else expect(res.json()).toEqual({ a: "é", b: [1, 2.5, { x: "A", y: null }] });
+      seen.push(fingerprint);
+    }
+    expect(new Set(seen).size).toBe(1);
+  });
+
+  it("fingerprints raw bytes the same with express.raw() before it, after it, or no parser", async () => {
+    const bytes = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 11) & 255));
+    const seen = [];
+    for (const placement of placements) {
+      const { res, fingerprint } = await fingerprintWith(placement, "raw", {
+        contentType: "application/octet-stream",
+        bytes,
+      });
+      expect(res.status).toBe(201);
+      expect(res.body.equals(bytes)).toBe(true);
+      seen.push(fingerprint);
+    }
+    expect(new Set(seen).size).toBe(1);
+  });
+
+  it("fingerprints a UTF-8 text body the same with express.text() before it, after it, or no parser", async () => {
+    const bytes = Buffer.from("héllo wörld\n");
+    const seen = [];
+    for (const placement of placements) {
+      const { res, fingerprint } = await fingerprintWith(placement, "text", {
+        contentType: "text/plain; charset=utf-8",
+        bytes,
+      });
+      expect(res.status).toBe(201);
+      expect(res.body.equals(bytes)).toBe(true);
+      seen.push(fingerprint);
+    }
+    expect(new Set(seen).size).toBe(1);
+  });
+
+  it("keeps every digit of a JSON number when the middleware reads the body, or a verify hook kept req.rawBody", async () => {
+    for (const placement of ["none", "parser after", "parser before, verify keeps rawBody"] as const) {
+      const a = await fingerprintWith(placement, "json", {
+        contentType: "application/json",
+        bytes: Buffer.from('{"qty":9007199254740993}'),
+      });
+      const b = await fingerprintWith(placement, "json", {
+        contentType: "application/json",
+        bytes: Buffer.from('{"qty":9007199254740992}'),
+      });
+      expect(a.fingerprint).not.toBe(b.fingerprint);
+    }
+  });
+
+  it("documented caveat: after express.json() without rawBody, the fingerprint sees the parsed value", async () => {
+    const a = await fingerprintWith("parser before", "json", {
+      contentType: "application/json",
+      bytes: Buffer.from('{"qty":9007199254740993}'),
+    });
+    const b = await fingerprintWith("parser before", "json", {
+      contentType: "application/json",
+      bytes: Buffer.from('{"qty":9007199254740992}'),
+    });
+    expect(a.fingerprint).toBe(b.fingerprint);
+  });
+
+  it("leaves the body readable for every parser and for a handler reading the stream itself", async () => {
+    const { options } = recordingOptions();
+    const app = lib();
+    const guard = idempotency(options);
+    app.post("/json", guard, lib.json(), (req, res) => res.json({ parsed: req.body }));
+    app.post("/raw", guard, lib.raw(), (req, res) => res.type("application/octet-stream").send(req.body));
+    app.post("/text", guard, lib.text(), (req, res) => res.type("text/plain").send(`[${req.body}]`));
+    app.post("/form", guard, lib.urlencoded({ extended: false }), (req, res) => res.json(req.body));
+    app.post("/stream", guard, async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      res.type("application/octet-stream").send(Buffer.concat(chunks));
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    const post = (path: string, contentType: string, body: string | Buffer, key: string) =>
+      httpRequest(`${running.url}${path}`, { key, headers: { "content-type": contentType }, body });
+
+    const json = await post("/json", "application/json", '{"item":"apple"}', "k-json");
+    expect(json.json()).toEqual({ parsed: { item: "apple" } });
+    const big = Buffer.from(Array.from({ length: 1_048_576 }, (_, i) => (i * 31) & 255));
+    const raw = await post("/raw", "application/octet-stream", big.subarray(0, 50_000), "k-raw");
+    expect(raw.body.equals(big.subarray(0, 50_000))).toBe(true);
+    expect((await post("/text", "text/plain", "plain words", "k-text")).text()).toBe("[plain words]");
+    const form = await post("/form", "application/x-www-form-urlencoded", "a=1&b=two+words", "k-form");
+    expect(form.json()).toEqual({ a: "1", b: "two words" });
+    const streamed = await post("/stream", "application/octet-stream", big, "k-stream");
+    expect(streamed.status).toBe(200);
+    expect(streamed.body.equals(big)).toBe(true);
+    const replay = await post("/stream", "application/octet-stream", big, "k-stream");
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(replay.body.equals(big)).toBe(true);
+  });
+
+  it("does not touch the body stream when the fingerprint does not need it", async () => {
+    const { options } = recordingOptions({ fingerprint: false });
+    const app = lib();
+    app.post("/untouched", idempotency(options), (req, res) => {
+      res.json({ didRead: req.readableDidRead, flowing: req.readableFlowing });
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    const res = await httpRequest(`${running.url}/untouched`, { key: "k-untouched", json: '{"a":1}' });
+    expect(res.json()).toEqual({ didRead: false, flowing: null });
+  });
+});

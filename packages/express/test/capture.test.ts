@@ -1,0 +1,202 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { httpRequest, TableStore } from "@idempotency/binding-tests";
+import express from "express";
+import express4 from "express4";
+import { afterEach, describe, expect, it } from "vitest";
+import { idempotency } from "../src/index.js";
+import { recordingOptions } from "./support.js";
+import { type ExpressModule, listen } from "./table-app.js";
+
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+describe.each([
+  ["express 5", express],
+  ["express 4", express4],
+] as Array<[string, ExpressModule]>)("%s response capture", (_name, lib) => {
+  async function serve(
+    setup: (app: ReturnType<ExpressModule>, guard: ReturnType<typeof idempotency>) => void,
+    overrides = {},
+  ) {
+    const recorded = recordingOptions(overrides);
+    const app = lib();
+    setup(app, idempotency(recorded.options));
+    const running = await listen(app);
+    closers.push(running.close);
+    const send = (path: string, key: string) => httpRequest(`${running.url}${path}`, { key });
+    return { ...recorded, send, url: running.url };
+  }
+
+  it("captures writeHead with a header object, a flat list with repeats, and a reason phrase", async () => {
+    const { send } = await serve((app, guard) => {
+      app.post("/object", guard, (_req, res) => {
+        res.writeHead(201, { "content-type": "text/plain", "x-object": "1" }).end("object");
+      });
+      app.post("/list", guard, (_req, res) => {
+        res.setHeader("x-multi", "replaced");
+        res.writeHead(200, ["x-multi", "a", "x-multi", "b", "content-type", "text/plain"]).end("list");
+      });
+      app.post("/reason", guard, (_req, res) => {
+        res.writeHead(202, "Queued Up", { "content-type": "text/plain" }).end("reason");
+      });
+    });
+    const object = await send("/object", "k-object");
+    expect([object.status, object.headers["x-object"], object.text()]).toEqual([201, "1", "object"]);
+    const objectReplay = await send("/object", "k-object");
+    expect([objectReplay.status, objectReplay.headers["x-object"], objectReplay.text()]).toEqual([
+      201,
+      "1",
+      "object",
+    ]);
+    expect(objectReplay.headers["idempotent-replayed"]).toBe("true");
+
+    const list = await send("/list", "k-list");
+    expect(list.rawHeaders.filter(([name]) => name.toLowerCase() === "x-multi")).toEqual([
+      ["x-multi", "a"],
+      ["x-multi", "b"],
+    ]);
+    const listReplay = await send("/list", "k-list");
+    expect(
+      listReplay.rawHeaders.filter(([name]) => name.toLowerCase() === "x-multi").map(([, v]) => v),
+    ).toEqual(["a", "b"]);
+    expect(listReplay.text()).toBe("list");
+
+    const reason = await send("/reason", "k-reason");
+    expect(reason.status).toBe(202);
+    expect(reason.text()).toBe("reason");
+    expect((await send("/reason", "k-reason")).headers["idempotent-replayed"]).toBe("true");
+  });
+
+  it("captures headers set after writeHead and before the first bytes", async () => {
+    const { send } = await serve((app, guard) => {
+      app.post("/late", guard, (_req, res) => {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.setHeader("x-after-head", "yes");
+        res.end("late");
+      });
+    });
+    const first = await send("/late", "k-late");
+    expect(first.headers["x-after-head"]).toBe("yes");
+    const replay = await send("/late", "k-late");
+    expect(replay.headers["x-after-head"]).toBe("yes");
+    expect(replay.text()).toBe("late");
+  });
+
+  it("defers flushHeaders until the first bytes and replays the streamed body", async () => {
+    const { send } = await serve((app, guard) => {
+      app.post("/flush", guard, (_req, res) => {
+        res.setHeader("content-type", "text/plain");
+        res.flushHeaders();
+        expect(res.headersSent).toBe(false);
+        res.write("first,");
+        expect(res.headersSent).toBe(true);
+        res.end("second");
+      });
+    });
+    const first = await send("/flush", "k-flush");
+    expect(first.text()).toBe("first,second");
+    const replay = await send("/flush", "k-flush");
+    expect(replay.text()).toBe("first,second");
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+  });
+
+  it("holds back the last byte of a Content-Length body until the record is completed", async () => {
+    const store = new TableStore();
+    store.completeDelayMs = 50;
+    const { send, events, url } = await serve(
+      (app, guard) => {
+        app.post("/sized", guard, (_req, res) => {
+          res.setHeader("content-type", "application/octet-stream");
+          res.setHeader("content-length", "6");
+          res.write(Buffer.from("abc"));
+          res.write(Buffer.from("def"));
+          res.end();
+        });
+      },
+      { store },
+    );
+    let completedAtEnd: boolean | undefined;
+    const sized = await httpRequest(`${url}/sized`, {
+      key: "k-sized",
+      onEnd: () => {
+        completedAtEnd = events.some((event) => event.type === "completed");
+      },
+    });
+    expect(sized.text()).toBe("abcdef");
+    expect(sized.headers["content-length"]).toBe("6");
+    expect(completedAtEnd).toBe(true);
+    const replay = await send("/sized", "k-sized");
+    expect(replay.text()).toBe("abcdef");
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+  });
+
+  it("does not show a body-less response before the record is completed", async () => {
+    const store = new TableStore();
+    store.completeDelayMs = 50;
+    const { send } = await serve(
+      (app, guard) => {
+        app.post("/accepted", guard, (_req, res) => {
+          res.writeHead(204).end();
+        });
+      },
+      { store },
+    );
+    const first = await send("/accepted", "k-204");
+    const retry = await send("/accepted", "k-204");
+    expect(first.status).toBe(204);
+    expect(retry.status).toBe(204);
+    expect(retry.headers["idempotent-replayed"]).toBe("true");
+  });
+
+  it("captures strings in any encoding as the bytes sent", async () => {
+    const { send } = await serve((app, guard) => {
+      app.post("/encodings", guard, (_req, res) => {
+        res.setHeader("content-type", "application/octet-stream");
+        res.write("ff00", "hex");
+        res.write("é", "latin1");
+        res.end("AQI=", "base64");
+      });
+    });
+    const expected = Buffer.from([0xff, 0x00, 0xe9, 0x01, 0x02]);
+    expect((await send("/encodings", "k-enc")).body.equals(expected)).toBe(true);
+    expect((await send("/encodings", "k-enc")).body.equals(expected)).toBe(true);
+  });
+
+  it("replays a file sent with res.sendFile byte for byte", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "idempotency-express-"));
+    closers.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, "report.bin");
+    const content = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 17 + 3) & 255));
+    await writeFile(file, content);
+    const { send } = await serve((app, guard) => {
+      app.post("/file", guard, (_req, res) => res.sendFile(file));
+    });
+    const first = await send("/file", "k-file");
+    expect(first.status).toBe(200);
+    expect(first.body.equals(content)).toBe(true);
+    const replay = await send("/file", "k-file");
+    expect(replay.body.equals(content)).toBe(true);
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(replay.headers["content-length"]).toBe("200000");
+  });
+
+  it("replays every value of a re-admitted repeated header", async () => {
+    const { send } = await serve(
+      (app, guard) => {
+        app.post("/cookies", guard, (_req, res) => {
+          res.setHeader("set-cookie", ["a=1", "b=2"]);
+          res.status(201).end();
+        });
+      },
+      { replayHeaders: { allow: ["set-cookie"] } },
+    );
+    expect((await send("/cookies", "k-cookies")).headers["set-cookie"]).toEqual(["a=1", "b=2"]);
+    const replay = await send("/cookies", "k-cookies");
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(replay.headers["set-cookie"]).toEqual(["a=1", "b=2"]);
+  });
+});
