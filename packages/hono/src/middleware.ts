@@ -9,8 +9,12 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { captureResponse } from "./capture.js";
 import { toIdempotencyRequest } from "./request.js";
 
-/** The claimed execution of each request the middleware runs, for `notStarted(c)`. */
-const executions = new WeakMap<Context, Execution>();
+/**
+ * Where a context carries its claimed execution, for `notStarted(c)`. A registered symbol, so the ESM and the
+ * CommonJS build of this package find each other's claims when an app happens to load both.
+ */
+const EXECUTION = Symbol.for("@idempotency/hono:execution");
+type WithExecution = { [EXECUTION]?: Execution };
 
 /**
  * Creates Hono middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -51,7 +55,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     if (decision.action === "respond") return send(c, decision.response);
 
     const { execution } = decision;
-    executions.set(c, execution);
+    (c as WithExecution)[EXECUTION] = execution;
     const signal = c.req.raw.signal;
     const onAbort = () => execution.closed();
     if (signal.aborted) execution.closed();
@@ -100,7 +104,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
  * ```
  */
 export function notStarted(c: Context): void {
-  executions.get(c)?.notStarted();
+  (c as WithExecution)[EXECUTION]?.notStarted();
 }
 
 /** A replay or a problem, through `c.body` so headers other middleware prepared with `c.header()` apply. */
