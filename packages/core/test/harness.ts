@@ -75,6 +75,8 @@ export interface HandlerContext {
   notStarted(): void;
   /** Simulate the client dropping the connection. */
   disconnect(): void;
+  /** Simulate a process pause (a long GC, a frozen VM): lease renewal stops, the connection stays open. */
+  stall(): void;
   request: IdempotencyRequest;
 }
 
@@ -226,6 +228,7 @@ export async function send(
       connection.drop();
       execution?.closed();
     },
+    stall: () => execution?.closed(),
   };
   try {
     await handler(res, context);
