@@ -49,7 +49,11 @@ export interface SqliteStoreOptions {
   table?: string;
   /** `PRAGMA synchronous`: `"NORMAL"` (default) or `"FULL"` (every completion durable across power loss). */
   synchronous?: SqliteSynchronous;
-  /** How long a state change waits for another connection's write lock before failing. Default `5_000`. */
+  /**
+   * How long a call waits for another connection's write lock before failing with `SQLITE_BUSY`. Calls are
+   * synchronous, so this (not the engine's `storeTimeoutMs`) bounds how long one can take. Default `2_000`,
+   * the engine's default `storeTimeoutMs`.
+   */
   busyTimeoutMs?: number;
   /**
    * The store's clock in epoch milliseconds. Default `Date.now`: every process on one host shares that
@@ -178,7 +182,7 @@ export function resolveSqliteStoreOptions(options: SqliteStoreOptions): Resolved
     path,
     table,
     synchronous,
-    busyTimeoutMs: wholeNumber("busyTimeoutMs", options.busyTimeoutMs, 5_000, 0),
+    busyTimeoutMs: wholeNumber("busyTimeoutMs", options.busyTimeoutMs, 2_000, 0),
     // Read Date.now at call time, so fake timers (vi.setSystemTime) move this store's clock too.
     now: options.now ?? (() => Date.now()),
     sweepEvery: wholeNumber("sweepEvery", options.sweepEvery, 4, 1),

@@ -86,6 +86,28 @@ describe("SqliteStore under the core engine", () => {
     expect((await engineTwo.handle(request(rawKey, "{}", "tenant-b"))).action).toBe("execute");
   });
 
+  it("answers 503 and runs nothing while another connection holds the write lock past busyTimeoutMs", async () => {
+    const impatient = new SqliteStore({ path: file, busyTimeoutMs: 20 });
+    const events: string[] = [];
+    const engine = createIdempotency({
+      store: impatient,
+      scope,
+      onEvent: (event) => events.push(event.type),
+    });
+    inspector.exec("BEGIN IMMEDIATE");
+    try {
+      const response = asResponse(await engine.handle(request("order-503", "{}")));
+      expect(response.status).toBe(503);
+      expect(response.headers["content-type"]).toBe("application/problem+json");
+      expect(JSON.parse(response.body).type).toBe("urn:idempotency:problem:store-unavailable");
+      expect(events).toEqual(["store-error"]);
+    } finally {
+      inspector.exec("ROLLBACK");
+      await impatient.close();
+    }
+    expect((await engineTwo.handle(request("order-503", "{}"))).action).toBe("execute");
+  });
+
   it("releases the claim of a failed request, so a retry through the other connection runs", async () => {
     const decision = await engineOne.handle(request("order-500", "{}"));
     if (decision.action !== "execute") throw new Error("expected execute");

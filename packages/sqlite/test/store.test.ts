@@ -109,6 +109,12 @@ describe("connection and schema", () => {
     expect(database.pragma("synchronous", { simple: true })).toBe(1); // NORMAL
   });
 
+  it("waits up to 2 seconds for a write lock by default", async () => {
+    const database = connect(newFile());
+    await open({ database }).get(key());
+    expect(database.pragma("busy_timeout", { simple: true })).toBe(2_000);
+  });
+
   it("uses synchronous FULL when asked", async () => {
     const database = connect(newFile());
     await open({ database, synchronous: "FULL" }).get(key());
