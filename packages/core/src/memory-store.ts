@@ -58,6 +58,11 @@ export class MemoryStore implements IdempotencyStore {
   readonly #maxEntries: number;
   #inFlightCursor: Iterator<[string, InFlight]> | undefined;
   #completedCursor: Iterator<[string, Completed]> | undefined;
+  /**
+   * Kept across calls: a fresh Map iterator starts at the head and steps over every deleted slot before it,
+   * which made each eviction cost O(evicted so far) until the map rehashed.
+   */
+  #evictCursor: Iterator<string> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== "object" || options === null) {
@@ -202,8 +207,13 @@ export class MemoryStore implements IdempotencyStore {
   /** Drops least recently used completed records while over `maxEntries`; O(1) each, from the map's head. */
   #evict(): void {
     while (this.size > this.#maxEntries) {
-      const oldest = this.#completed.keys().next();
-      if (oldest.done) return; // only in-flight claims left: they are never evicted
+      if (this.#completed.size === 0) return; // only in-flight claims left: they are never evicted
+      this.#evictCursor ??= this.#completed.keys();
+      const oldest = this.#evictCursor.next();
+      if (oldest.done) {
+        this.#evictCursor = undefined;
+        continue;
+      }
       this.#completed.delete(oldest.value);
     }
   }
