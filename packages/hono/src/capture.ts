@@ -20,21 +20,21 @@ interface BodyHead {
  *
  * A body that is already complete (what `c.json()`, `c.text()` and `c.body(bytes)` produce) keeps the
  * `Content-Length` framing the server would have given it, so its last byte waits for the store. A stream
- * flows through as it is produced, pulled by the client's reads, until the client goes away; from then on it
- * is drained to the end independently, so the handler's result is still stored and a retry replays it. A
- * body that errors counts as no response: the claim is released.
+ * flows through as it is produced, pulled by the client's reads, until the client goes away (the runtime
+ * cancels the body, or `signal` aborts); from then on it is drained to the end independently, so the
+ * handler's result is still stored and a retry replays it. A body that errors counts as no response: the
+ * claim is released.
  */
 export async function captureResponse(
   response: Response,
   execution: Execution,
-  onFinished: () => void,
+  signal: AbortSignal,
 ): Promise<Response> {
   const { status, statusText } = response;
   const headers = new Headers(response.headers);
   if (response.body === null) {
     execution.start(status, headers);
     const rest = await execution.end();
-    onFinished();
     return new Response(rest.length > 0 ? (rest as Uint8Array<ArrayBuffer>) : null, {
       status,
       statusText,
@@ -48,14 +48,13 @@ export async function captureResponse(
     head = await readAvailable(reader);
   } catch (error) {
     await execution.abandon();
-    onFinished();
     throw error;
   }
   if (head.done && canDeclareLength(status, headers)) {
     headers.set("content-length", String(head.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
   }
   execution.start(status, headers);
-  return new Response(captureBody(reader, head, execution, onFinished), { status, statusText, headers });
+  return new Response(captureBody(reader, head, execution, signal), { status, statusText, headers });
 }
 
 function canDeclareLength(status: number, headers: Headers): boolean {
@@ -95,7 +94,7 @@ function captureBody(
   reader: ReadableStreamDefaultReader<unknown>,
   head: BodyHead,
   execution: Execution,
-  onFinished: () => void,
+  signal: AbortSignal,
 ): ReadableStream<Uint8Array> {
   const queued = [...head.chunks];
   let pending = head.pending;
@@ -131,16 +130,15 @@ function captureBody(
   async function finish(): Promise<Uint8Array> {
     if (settled) return new Uint8Array(0);
     settled = true;
-    const rest = await execution.end();
-    onFinished();
-    return rest;
+    signal.removeEventListener("abort", leave);
+    return execution.end();
   }
 
   async function fail(error: unknown): Promise<void> {
     if (settled) return;
     settled = true;
+    signal.removeEventListener("abort", leave);
     await execution.abandon();
-    onFinished();
     await reader.cancel(error).catch(() => {});
   }
 
@@ -154,18 +152,33 @@ function captureBody(
     }
   }
 
+  /** The client is gone: nobody reads this body any more, but the handler's result is still stored. */
+  function leave(): void {
+    if (clientGone) return;
+    clientGone = true;
+    execution.closed();
+    void step.then(drain);
+  }
+
+  if (signal.aborted) leave();
+  else signal.addEventListener("abort", leave, { once: true });
+
   return new ReadableStream<Uint8Array>({
     pull(controller) {
+      // After the client left, a reader still waiting gets the end (a cancelled stream ignores it).
+      const end = () => {
+        try {
+          controller.close();
+        } catch {}
+      };
+      if (clientGone) return end();
       step = (async () => {
         try {
           const chunk = await next();
-          if (clientGone) return;
-          if (chunk !== null) {
-            controller.enqueue(chunk);
-            return;
-          }
+          if (clientGone) return end();
+          if (chunk !== null) return controller.enqueue(chunk);
           const rest = await finish();
-          if (clientGone) return;
+          if (clientGone) return end();
           if (rest.length > 0) controller.enqueue(rest);
           controller.close();
         } catch (error) {
@@ -176,10 +189,7 @@ function captureBody(
       return step;
     },
     cancel() {
-      clientGone = true;
-      execution.closed();
-      // The response is still the handler's result: read it to the end and store it.
-      void step.then(drain);
+      leave();
     },
   });
 }

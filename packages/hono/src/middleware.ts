@@ -56,31 +56,29 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
 
     const { execution } = decision;
     (c as WithExecution)[EXECUTION] = execution;
+    // While the handler runs, a client that goes away only stops lease renewal; the capture takes over after.
     const signal = c.req.raw.signal;
     const onAbort = () => execution.closed();
     if (signal.aborted) execution.closed();
     else signal.addEventListener("abort", onAbort, { once: true });
-    const finished = () => signal.removeEventListener("abort", onAbort);
-
     try {
       await next();
     } catch (error) {
       // Not handled by the app's onError (e.g. a thrown non-Error): there is no response to store.
       await execution.abandon();
-      finished();
       throw error;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
     }
     if (!c.finalized) {
       await execution.abandon();
-      finished();
       return;
     }
     try {
-      c.res = await captureResponse(c.res, execution, finished);
+      c.res = await captureResponse(c.res, execution, signal);
     } catch (error) {
       // The response body could not be read (already used, or it failed at once): nothing to store.
       await execution.abandon();
-      finished();
       throw error;
     }
   };
