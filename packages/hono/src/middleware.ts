@@ -27,7 +27,8 @@ type WithExecution = { [EXECUTION]?: Execution };
  * `app.route()`. Errors thrown by handlers reach the app's `onError` unchanged; whether the outcome is
  * stored is decided on the final status it produced (5xx releases the key so a retry runs again).
  *
- * Uses only Web APIs (`Request`, `Response`, `ReadableStream`, `AbortSignal`), so it runs wherever Hono does.
+ * The middleware itself uses only Web APIs (`Request`, `Response`, `ReadableStream`, `AbortSignal`); where it
+ * can run is bounded by `@idempotency/core` (Node-API addon, `node:crypto`), see the README.
  *
  * @example
  * ```ts
