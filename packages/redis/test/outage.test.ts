@@ -149,6 +149,8 @@ interface LoadRecord {
   key: string;
   response: ClientResponse;
   ms: number;
+  /** Whether the request started after the store was back (one that started before may finish after). */
+  startedAfterRestore: boolean;
 }
 
 /**
@@ -160,20 +162,22 @@ async function underLoad(
   idempotency: Idempotency,
   disrupt: () => Promise<void> | void,
   restore: () => Promise<void> | void,
-): Promise<{ records: LoadRecord[]; executions: Map<string, number>; restoredAt: number }> {
+): Promise<{ records: LoadRecord[]; executions: Map<string, number> }> {
   const records: LoadRecord[] = [];
+  let restored = false;
   const executions = new Map<string, number>();
   const retries: string[] = [];
   let stop = false;
   const worker = async () => {
     while (!stop) {
       const key = retries.shift() ?? randomUUID();
+      const startedAfterRestore = restored;
       const started = performance.now();
       const response = await send(idempotency, { key }, () => {
         executions.set(key, (executions.get(key) ?? 0) + 1);
         return created;
       });
-      records.push({ key, response, ms: performance.now() - started });
+      records.push({ key, response, ms: performance.now() - started, startedAfterRestore });
       if (response.status === 503) {
         retries.push(key);
         await sleep(20);
@@ -189,14 +193,30 @@ async function underLoad(
   await disrupt();
   await until(() => count(disruptedAt, 503) >= 12, "12 requests were refused during the outage");
   await restore();
-  const restoredAt = records.length;
+  restored = true;
+  const ranAfterRestore = () => records.filter((r) => r.startedAfterRestore && r.response.status === 201);
   await until(
-    () => count(restoredAt, 201) >= 30 && retries.length === 0,
+    () => ranAfterRestore().length >= 30 && retries.length === 0,
     "30 requests ran after the recovery and every refused key ran on retry",
   );
   stop = true;
   await Promise.all(workers);
-  return { records, executions, restoredAt };
+  return { records, executions };
+}
+
+/** Every request that started after the recovery and ran replays its stored response, without running again. */
+async function expectReplaysAfterRecovery(
+  idempotency: Idempotency,
+  { records, executions }: Awaited<ReturnType<typeof underLoad>>,
+): Promise<void> {
+  const ran = records.filter((r) => r.startedAfterRestore && r.response.status === 201);
+  expect(ran.length).toBeGreaterThanOrEqual(30);
+  for (const { key } of ran) {
+    const replay = await send(idempotency, { key }, () => created);
+    expect(replay).toMatchObject({ status: 201, body: created.body, executed: false });
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(executions.get(key)).toBe(1);
+  }
 }
 
 function expectFailClosed({ records, executions }: Awaited<ReturnType<typeof underLoad>>): void {
@@ -218,6 +238,30 @@ function expectFailClosed({ records, executions }: Awaited<ReturnType<typeof und
   for (const key of refused) expect(executions.get(key), `refused key ${key} ran on retry`).toBe(1);
 }
 
+describe("the engine's storeTimeoutMs", () => {
+  it("bounds a request even when the store's own timeoutMs is longer: 503 without waiting for the store", async () => {
+    server = await RedisServer.start(dir.path);
+    const store = new RedisStore({ client: clientFor(), timeoutMs: 60_000 });
+    const idempotency = createIdempotency({ store, scope: "global", storeTimeoutMs: 300 });
+    expect((await send(idempotency, { key: randomUUID() }, () => created)).status).toBe(201);
+    server.pause();
+    let response: ClientResponse;
+    let elapsed: number;
+    try {
+      const started = performance.now();
+      response = await send(idempotency, { key: randomUUID() }, () => created);
+      elapsed = performance.now() - started;
+    } finally {
+      server.resume();
+    }
+    expect(response.status).toBe(503);
+    expect(response.executed).toBe(false);
+    expect(JSON.parse(response.body).type).toBe(PROBLEM_TYPES.storeUnavailable);
+    expect(elapsed).toBeGreaterThanOrEqual(290);
+    expect(elapsed).toBeLessThan(300 + HANG_SLACK_MS);
+  });
+});
+
 describe("outage under load, through the engine", () => {
   it("fail-closed: Redis paused mid-load → 503 problem+json within the timeout; resumed → recovers by itself", async () => {
     server = await RedisServer.start(dir.path);
@@ -234,13 +278,7 @@ describe("outage under load, through the engine", () => {
       () => server.resume(),
     );
     expectFailClosed(result);
-    // Records written after the recovery replay as usual.
-    const after = result.records
-      .slice(result.restoredAt)
-      .find((r) => r.response.status === 201) as LoadRecord;
-    const replay = await send(idempotency, { key: after.key }, () => created);
-    expect(replay).toMatchObject({ status: 201, body: created.body, executed: false });
-    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    await expectReplaysAfterRecovery(idempotency, result);
   });
 
   it("fail-closed: Redis killed mid-load → 503 problem+json; restarted on its port → recovers by itself", async () => {
@@ -261,11 +299,7 @@ describe("outage under load, through the engine", () => {
       },
     );
     expectFailClosed(result);
-    const after = result.records
-      .slice(result.restoredAt)
-      .find((r) => r.response.status === 201) as LoadRecord;
-    const replay = await send(idempotency, { key: after.key }, () => created);
-    expect(replay).toMatchObject({ status: 201, body: created.body, executed: false });
+    await expectReplaysAfterRecovery(idempotency, result);
   });
 
   it("fail-open: while Redis is paused requests run unprotected with a fail-open event; resumed → protected again", async () => {
