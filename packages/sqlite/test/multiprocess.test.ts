@@ -19,7 +19,7 @@ interface Outcome {
 }
 interface Result {
   type: "result";
-  round: number;
+  prefix: string;
   outcomes: Array<Outcome | null>;
   errors: string[];
   events: Array<{ type: string; takeover?: boolean; error?: string }>;
@@ -91,65 +91,75 @@ function executionsPerKey(executionsDir: string): Map<string, number> {
 }
 
 describe("several processes on one database file", () => {
-  it("4 processes firing the same 100 keys at once: every handler runs exactly once, with no errors", async () => {
+  it("4 processes firing the same 100 keys at once, 5 times: every handler runs exactly once, with no errors", async () => {
     const file = `${directory}/storm.db`;
     const executionsDir = `${directory}/storm-executions`;
     mkdirSync(executionsDir);
     const KEYS = 100;
     const PROCESSES = 4;
+    const ROUNDS = 5;
     const team = Array.from(
       { length: PROCESSES },
       (_, i) => new Worker(["storm", file, executionsDir, `w${i}`, String(KEYS)]),
     );
     for (const worker of team) expect(await worker.next<{ type: string }>()).toEqual({ type: "ready" });
 
-    // Round 1: all processes race for all keys.
-    for (const worker of team) worker.send({ type: "go", round: 1 });
-    const first = await Promise.all(team.map((worker) => worker.next<Result>()));
-    for (const [i, result] of first.entries()) {
-      expect(result.errors, `errors in w${i}`).toEqual([]);
-      expect(
-        result.events.filter((e) => e.type === "store-error" || e.type === "lease-lost"),
-        `store errors in w${i}`,
-      ).toEqual([]);
-    }
-    const outcomes = first.flatMap((result) => result.outcomes) as Outcome[];
-    expect(outcomes).toHaveLength(PROCESSES * KEYS);
-    expect(outcomes.every((o) => o !== null)).toBe(true);
-
-    const executions = executionsPerKey(executionsDir);
-    expect(executions.size).toBe(KEYS);
-    expect([...executions.values()].every((count) => count === 1)).toBe(true);
-    const executed = outcomes.filter((o) => o.kind === "executed");
-    expect(executed).toHaveLength(KEYS);
-    expect(new Set(executed.map((o) => o.key)).size).toBe(KEYS);
-    const bodyOf = new Map(executed.map((o) => [o.key, o.body]));
-
-    // Everyone else was told the key was in progress (409) or got the executor's response replayed.
-    for (const outcome of outcomes.filter((o) => o.kind !== "executed")) {
-      if (outcome.kind === "replayed") {
-        expect(outcome.status).toBe(201);
-        expect(outcome.headers?.["idempotent-replayed"]).toBe("true");
-        expect(outcome.body).toBe(bodyOf.get(outcome.key));
-      } else {
-        expect(outcome.kind).toBe("answered");
-        expect(outcome.status).toBe(409);
-        expect(JSON.parse(outcome.body).type).toBe("urn:idempotency:problem:in-progress");
+    /** All processes fire requests for the keys `<prefix>-0` to `<prefix>-99` at once. */
+    async function fireAll(prefix: string): Promise<Result[]> {
+      for (const worker of team) worker.send({ type: "go", prefix });
+      const results = await Promise.all(team.map((worker) => worker.next<Result>()));
+      for (const [i, result] of results.entries()) {
+        expect(result.errors, `errors in w${i}, ${prefix}`).toEqual([]);
+        expect(result.outcomes).toHaveLength(KEYS);
       }
+      return results;
     }
-    const claims = first.flatMap((result) => result.events).filter((e) => e.type === "claimed");
-    expect(claims).toHaveLength(KEYS);
 
-    // Round 2: every request of every process is a replay of the one execution.
-    for (const worker of team) worker.send({ type: "go", round: 2 });
-    const second = await Promise.all(team.map((worker) => worker.next<Result>()));
-    for (const result of second) {
-      expect(result.errors).toEqual([]);
+    // Several races on fresh keys: a lost race is a matter of microseconds between processes.
+    const bodies = new Map<string, string>();
+    for (let round = 1; round <= ROUNDS; round++) {
+      const prefix = `race${round}`;
+      const results = await fireAll(prefix);
+      for (const [i, result] of results.entries()) {
+        expect(
+          result.events.filter((e) => e.type === "store-error" || e.type === "lease-lost"),
+          `store errors in w${i}, ${prefix}`,
+        ).toEqual([]);
+      }
+      const outcomes = results.flatMap((result) => result.outcomes) as Outcome[];
+      const executed = outcomes.filter((o) => o.kind === "executed");
+      expect(executed.map((o) => o.key).sort(), `executions in ${prefix}`).toEqual(
+        Array.from({ length: KEYS }, (_, i) => `${prefix}-${i}`).sort(),
+      );
+      for (const o of executed) bodies.set(o.key, o.body);
+      // Everyone else was told the key was in progress (409) or got the executor's response replayed.
+      for (const outcome of outcomes.filter((o) => o.kind !== "executed")) {
+        if (outcome.kind === "replayed") {
+          expect(outcome.status).toBe(201);
+          expect(outcome.headers?.["idempotent-replayed"]).toBe("true");
+          expect(outcome.body).toBe(bodies.get(outcome.key));
+        } else {
+          expect(outcome.kind).toBe("answered");
+          expect(outcome.status).toBe(409);
+          expect(JSON.parse(outcome.body).type).toBe("urn:idempotency:problem:in-progress");
+        }
+      }
+      const claims = results.flatMap((result) => result.events).filter((e) => e.type === "claimed");
+      expect(claims).toHaveLength(KEYS);
+    }
+    // Every handler ran exactly once, counted by its side effect.
+    const executions = executionsPerKey(executionsDir);
+    expect(executions.size).toBe(ROUNDS * KEYS);
+    expect([...executions.values()].every((count) => count === 1)).toBe(true);
+
+    // Afterwards every request of every process is a replay of the one execution.
+    const replays = await fireAll("race1");
+    for (const result of replays) {
       expect(result.events.filter((e) => e.type !== "replayed")).toEqual([]);
       for (const outcome of result.outcomes as Outcome[]) {
         expect(outcome.kind).toBe("replayed");
         expect(outcome.status).toBe(201);
-        expect(outcome.body).toBe(bodyOf.get(outcome.key));
+        expect(outcome.body).toBe(bodies.get(outcome.key));
       }
     }
     expect(executionsPerKey(executionsDir)).toEqual(executions);
@@ -168,7 +178,7 @@ describe("several processes on one database file", () => {
       (_, i) => new Worker(["run-storm", file, executionsDir, `w${i}`, "100"]),
     );
     for (const worker of team) expect(await worker.next<{ type: string }>()).toEqual({ type: "ready" });
-    for (const worker of team) worker.send({ type: "go", round: 1 });
+    for (const worker of team) worker.send({ type: "go", prefix: "job" });
     const results = await Promise.all(team.map((worker) => worker.next<Result>()));
     for (const worker of team) worker.send({ type: "exit" });
 

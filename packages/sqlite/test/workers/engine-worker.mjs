@@ -2,8 +2,9 @@
 // runs exactly what users get. The parent drives it over the fork IPC channel.
 //
 //   node engine-worker.mjs storm <file> <executionsDir> <workerId> <keys>
-//     opens one SqliteStore, says "ready", and on each "go" fires requests for all keys at once through the
-//     core engine, reporting every outcome; the handler leaves one file per execution in <executionsDir>.
+//     opens one SqliteStore, says "ready", and on each "go" fires requests for keys `<prefix>-0` to
+//     `<prefix>-<keys - 1>` at once through the core engine, reporting every outcome; the handler leaves one
+//     file per execution in <executionsDir>.
 //   node engine-worker.mjs run-storm <file> <executionsDir> <workerId> <keys>
 //     the same through the function API, `idempotency.run(key, fn, { waitMs })`: duplicates wait and get
 //     the first call's result.
@@ -77,7 +78,6 @@ async function runOnce(idempotency, key) {
 }
 
 async function storm(useRun) {
-  const keys = Array.from({ length: Number(extra) }, (_, i) => `key-${i}`);
   const store = new SqliteStore({ path: file });
   const events = [];
   const idempotency = engine(store, events);
@@ -86,12 +86,13 @@ async function storm(useRun) {
   process.on("message", async (message) => {
     if (message.type === "go") {
       events.length = 0;
+      const keys = Array.from({ length: Number(extra) }, (_, i) => `${message.prefix}-${i}`);
       const settled = await Promise.allSettled(keys.map(one));
       const outcomes = settled.map((s) => (s.status === "fulfilled" ? s.value : null));
       const errors = settled.flatMap((s) =>
         s.status === "rejected" ? [String(s.reason?.stack ?? s.reason)] : [],
       );
-      await send({ type: "result", round: message.round, outcomes, errors, events });
+      await send({ type: "result", prefix: message.prefix, outcomes, errors, events });
     } else if (message.type === "exit") {
       await store.close();
       process.disconnect();
