@@ -45,6 +45,7 @@ type Reply = Array<Buffer | number | null>;
 
 const DEFAULT_PREFIX = "idempotency:";
 const DEFAULT_TIMEOUT_MS = 2_000;
+const KNOWN_OPTIONS = ["client", "prefix", "timeoutMs"];
 
 /**
  * An `IdempotencyStore` on Redis (single node, Sentinel or Cluster) through an ioredis client you pass in.
@@ -86,6 +87,14 @@ export class RedisStore implements IdempotencyStore {
         "expected an object such as `{ client: new Redis(url) }`.",
       );
     }
+    for (const name of Object.keys(options)) {
+      if (!KNOWN_OPTIONS.includes(name)) {
+        throw new IdempotencyOptionsError(
+          name,
+          `unknown option. Known options: ${KNOWN_OPTIONS.join(", ")}.`,
+        );
+      }
+    }
     const client = options.client as unknown;
     if (
       typeof client !== "object" ||
@@ -116,7 +125,15 @@ export class RedisStore implements IdempotencyStore {
     this.#timeoutMs = timeoutMs;
   }
 
-  /** The Redis key holding the record of `key`. */
+  /**
+   * The Redis key holding the record of `key` (an identity as the engine passes it), for inspection.
+   *
+   * @example
+   * ```ts
+   * const redisKey = store.keyOf(event.key); // from an onEvent event
+   * console.log(await client.hgetall(redisKey)); // { state: "completed", fingerprint: "xxh3-128:…", … }
+   * ```
+   */
   keyOf(key: string): string {
     return this.#prefix + key;
   }

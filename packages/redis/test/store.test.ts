@@ -49,6 +49,14 @@ describe("options", () => {
     expect(optionError({ client: { get() {} } }).option).toBe("client");
   });
 
+  it("rejects an unknown option, naming it, so a typo never passes silently", () => {
+    const error = optionError({ client, timeout: 500 });
+    expect(error.option).toBe("timeout");
+    expect(error.message).toBe(
+      'Invalid option "timeout": unknown option. Known options: client, prefix, timeoutMs.',
+    );
+  });
+
   it("rejects a prefix that is not a string", () => {
     const error = optionError({ client, prefix: 42 });
     expect(error.option).toBe("prefix");
