@@ -26,12 +26,26 @@ export class TableStore implements IdempotencyStore {
   down = false;
   completeDelayMs = 0;
 
+  readonly #callWaiters: Array<{ method: Method; count: number; resolve: () => void }> = [];
+
+  /** Resolves once `method` has been called at least `count` times. */
+  whenCalled(method: Method, count: number): Promise<void> {
+    if (this.calls[method] >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#callWaiters.push({ method, count, resolve }));
+  }
+
   get totalCalls(): number {
     return Object.values(this.calls).reduce((sum, count) => sum + count, 0);
   }
 
   #enter(method: Method): void {
     this.calls[method]++;
+    for (const waiter of [...this.#callWaiters]) {
+      if (waiter.method === method && this.calls[method] >= waiter.count) {
+        this.#callWaiters.splice(this.#callWaiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
     if (this.down) {
       throw new IdempotencyStoreError(`Store ${method} failed: the table's store is down`, {
         cause: new Error("connect ECONNREFUSED 127.0.0.1:6379"),

@@ -647,6 +647,77 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "replays Set-Cookie when replayHeaders re-admits it",
+          async () => {
+            const t = await start({ replayHeaders: { allow: ["set-cookie"] } });
+            const first = await t.send("/orders", { key: "k-cookie", json: ORDER });
+            const replay = await t.send("/orders", { key: "k-cookie", json: ORDER });
+            expect(first.headers["set-cookie"]).toEqual(["session=s1"]);
+            expect(replay.headers["idempotent-replayed"]).toBe("true");
+            expect(replay.headers["set-cookie"]).toEqual(["session=s1"]);
+            expect(replay.body.equals(first.body)).toBe(true);
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "sends a response above maxResponseBytes in full, then answers retries with 410 and its Location",
+          async () => {
+            const t = await start({ maxResponseBytes: 1_000 });
+            const first = await t.send("/binary", { key: "k-big-binary" });
+            expect(first.status).toBe(200);
+            expect(first.body.equals(Buffer.from(binaryBody(1)))).toBe(true);
+            const retry = await t.send("/binary", { key: "k-big-binary" });
+            expectProblem(retry, 410, PROBLEM_TYPES.responseNotStored);
+            expect(t.hooks.count("binary")).toBe(1);
+
+            const small = await start({ maxResponseBytes: 10 });
+            const order = await small.send("/orders", { key: "k-big-order", json: ORDER });
+            expect(order.text()).toBe('{"id":1,"item":"apple"}');
+            const orderRetry = await small.send("/orders", { key: "k-big-order", json: ORDER });
+            expectProblem(orderRetry, 410, PROBLEM_TYPES.responseNotStored);
+            expect(orderRetry.headers.location).toBe("/orders/1");
+            expect(small.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "runs the handler unprotected when the store is down and failOpen is set",
+          async () => {
+            const t = await start({ failOpen: true });
+            t.store.down = true;
+            const res = await t.send("/orders", { key: "k-open", json: ORDER });
+            expect(res.status).toBe(201);
+            expect(res.text()).toBe('{"id":1,"item":"apple"}');
+            expect(res.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("orders")).toBe(1);
+            expect(t.eventTypes()).toContain("fail-open");
+          },
+          timeout,
+        );
+
+        it(
+          "lets a duplicate wait with waitMs and replays the first response to it",
+          async () => {
+            const t = await start({ waitMs: 20_000 });
+            const first = t.send("/slow", { key: "k-wait" });
+            await t.hooks.whenExecuted("slow");
+            const duplicate = t.send("/slow", { key: "k-wait" });
+            await t.store.whenCalled("begin", 2); // the duplicate found the first still running
+            t.hooks.openGate();
+            const original = await first;
+            const waited = await duplicate;
+            expect(original.status).toBe(201);
+            expectReplayOf(waited, original);
+            expect(waited.text()).toBe('{"slow":1}');
+            expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
           "passes a GET straight through, key or not",
           async () => {
             const t = await start();
