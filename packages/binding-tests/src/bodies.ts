@@ -3,14 +3,29 @@
  * bytes and the table can check them.
  */
 
-/** `/binary`'s body for execution `n`: 65 536 bytes, byte `i` = `(i * 7 + n) & 255`. */
+/**
+ * `/binary`'s body for execution `n`: 65 536 bytes, byte `i` = `(i * 7 + n) & 255`.
+ *
+ * @example
+ * ```ts
+ * res.type("application/octet-stream").send(Buffer.from(binaryBody(hooks.executed("binary"))));
+ * ```
+ */
 export function binaryBody(n: number): Uint8Array {
   const bytes = new Uint8Array(65_536);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + n) & 255;
   return bytes;
 }
 
-/** `/chunks`' three text chunks for execution `n`, written one by one. */
+/**
+ * `/chunks`' three text chunks for execution `n`, written one by one.
+ *
+ * @example
+ * ```ts
+ * for (const chunk of textChunks(n)) res.write(chunk);
+ * res.end();
+ * ```
+ */
 export function textChunks(n: number): string[] {
   return [`one ${n}\n`, `two ${n}\n`, `three ${n}\n`];
 }
@@ -18,6 +33,11 @@ export function textChunks(n: number): string[] {
 /**
  * `/stream`'s four binary chunks for execution `n`: 16 384 bytes each, byte `i` of chunk `k` =
  * `(i * 13 + k * 31 + n) & 255`.
+ *
+ * @example
+ * ```ts
+ * Readable.from(streamChunks(n).map((chunk) => Buffer.from(chunk))).pipe(res);
+ * ```
  */
 export function streamChunks(n: number): Uint8Array[] {
   const chunks: Uint8Array[] = [];
@@ -29,7 +49,14 @@ export function streamChunks(n: number): Uint8Array[] {
   return chunks;
 }
 
-/** Concatenates chunks (strings as UTF-8). */
+/**
+ * Concatenates chunks (strings as UTF-8).
+ *
+ * @example
+ * ```ts
+ * expect(res.body.equals(concatBytes(streamChunks(1)))).toBe(true);
+ * ```
+ */
 export function concatBytes(chunks: ReadonlyArray<string | Uint8Array>): Buffer {
   return Buffer.concat(chunks.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)));
 }

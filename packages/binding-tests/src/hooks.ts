@@ -1,6 +1,16 @@
 import type { RouteHooks, RouteName } from "./types.js";
 
-/** The table's side of {@link RouteHooks}: execution counts, waiting for a run, and the `/slow` gate. */
+/**
+ * The table's side of {@link RouteHooks}: execution counts, waiting for a run, and the `/slow` gate.
+ *
+ * @example
+ * ```ts
+ * const hooks = new TableHooks();
+ * const pending = send("/slow");
+ * await hooks.whenExecuted("slow");
+ * hooks.openGate();
+ * ```
+ */
 export class TableHooks implements RouteHooks {
   readonly #counts = new Map<RouteName, number>();
   readonly #waiters: Array<{ route: RouteName; n: number; resolve: () => void }> = [];

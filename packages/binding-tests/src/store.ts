@@ -12,6 +12,12 @@ type Method = "begin" | "complete" | "extend" | "release" | "get" | "delete";
  * The table's store: a `MemoryStore` that counts calls, can be switched down (every call throws
  * `IdempotencyStoreError`), and can delay `complete` so a binding that lets the client see the end of the
  * response before the record is completed is caught by an immediate retry.
+ *
+ * @example
+ * ```ts
+ * const store = new TableStore();
+ * store.down = true; // every call now throws IdempotencyStoreError: the binding answers 503
+ * ```
  */
 export class TableStore implements IdempotencyStore {
   readonly inner = new MemoryStore();

@@ -8,6 +8,12 @@ export type { IdempotencyOptions } from "@idempotency/core";
 /**
  * An Express (4 or 5) middleware function. Typed on Node's request and response so it fits `app.use`,
  * `router.use` and route handler lists of both majors without depending on `@types/express`.
+ *
+ * @example
+ * ```ts
+ * const guard: IdempotencyMiddleware = idempotency({ store, scope: "global" });
+ * app.use("/api", guard);
+ * ```
  */
 export type IdempotencyMiddleware = (
   req: IncomingMessage,
