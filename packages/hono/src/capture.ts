@@ -19,7 +19,7 @@ interface BodyHead {
  * `execution.end()` has completed (or released) the record.
  *
  * A body that is already complete (what `c.json()`, `c.text()` and `c.body(bytes)` produce) keeps the
- * `Content-Length` framing the server would have given it, so its last byte waits for the store. A stream
+ * `Content-Length` framing the server would have given it and is handed on once the record is completed. A stream
  * flows through as it is produced, pulled by the client's reads, until the client goes away (the runtime
  * cancels the body, or `signal` aborts); from then on it is drained to the end independently, so the
  * handler's result is still stored and a retry replays it. A body that errors counts as no response: the
@@ -50,11 +50,31 @@ export async function captureResponse(
     await execution.abandon();
     throw error;
   }
-  if (head.done && canDeclareLength(status, headers)) {
-    headers.set("content-length", String(head.chunks.reduce((sum, chunk) => sum + chunk.length, 0)));
+  if (head.done) {
+    // A complete body: declare its length as the server would have, and send it once the record is completed.
+    if (canDeclareLength(status, headers)) headers.set("content-length", String(byteLength(head.chunks)));
+    execution.start(status, headers);
+    const parts = head.chunks.map((chunk) => execution.write(chunk));
+    parts.push(await execution.end());
+    return new Response(concat(parts) as Uint8Array<ArrayBuffer>, { status, statusText, headers });
   }
   execution.start(status, headers);
   return new Response(captureBody(reader, head, execution, signal), { status, statusText, headers });
+}
+
+function byteLength(chunks: readonly Uint8Array[]): number {
+  return chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(byteLength(chunks));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
 }
 
 function canDeclareLength(status: number, headers: Headers): boolean {
