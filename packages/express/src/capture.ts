@@ -19,17 +19,15 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
     end: res.end,
     flushHeaders: res.flushHeaders,
   };
-  let forwarding = false; // our own calls into Node, which call writeHead back through _implicitHeader
+  // Set once bytes (or the end) have been let through: from then on writeHead and flushHeaders are Node's
+  // own again, also when an outer wrapper (compression) forwards our bytes later, asynchronously.
+  let released = false;
   let started = false;
   let ending = false;
 
   function forward<T>(send: () => T): T {
-    forwarding = true;
-    try {
-      return send();
-    } finally {
-      forwarding = false;
-    }
+    released = true;
+    return send();
   }
 
   function startOnce(): void {
@@ -45,7 +43,7 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
     reasonOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
     maybeHeaders?: OutgoingHttpHeaders | OutgoingHttpHeader[],
   ) {
-    if (forwarding || res.headersSent) {
+    if (released || res.headersSent) {
       return (original.writeHead as (...args: unknown[]) => ServerResponse).call(
         res,
         statusCode,
@@ -67,7 +65,7 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
 
   // Deferred like writeHead: the head goes out with the first bytes the engine lets through.
   res.flushHeaders = function flushHeaders(this: ServerResponse) {
-    if (forwarding) original.flushHeaders.call(res);
+    if (released) original.flushHeaders.call(res);
   };
 
   res.write = function write(

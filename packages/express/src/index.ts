@@ -65,8 +65,8 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           for (const [name, values] of groupHeaders(headers)) {
             res.setHeader(name, values.length === 1 ? (values[0] as string) : values);
           }
-          res.writeHead(status);
-          res.end(body);
+          res.statusCode = status;
+          res.end(body); // the head goes out implicitly, through any wrapper an outer middleware installed
           return;
         }
         const { execution } = decision;

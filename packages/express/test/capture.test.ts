@@ -200,3 +200,60 @@ describe.each([
     expect(replay.headers["set-cookie"]).toEqual(["a=1", "b=2"]);
   });
 });
+
+describe("express 5 with an outer response-transforming middleware", () => {
+  it("stores the plain body when a gzip wrapper is mounted before the middleware, and replays through it", async () => {
+    const { gunzipSync, createGzip } = await import("node:zlib");
+    const { decodeResponse } = await import("@idempotency/core");
+    const recorded = recordingOptions();
+    const app = express();
+    // A minimal stand-in for compression(): wraps write/end and gzips everything that passes.
+    app.use((_req, res, next) => {
+      const gzip = createGzip();
+      const write = res.write.bind(res) as (chunk: Buffer) => boolean;
+      const end = res.end.bind(res) as () => void;
+      gzip.on("data", (chunk: Buffer) => write(chunk));
+      gzip.on("end", () => end());
+      res.write = ((chunk: string | Buffer) => {
+        if (!res.getHeader("content-encoding")) {
+          res.setHeader("content-encoding", "gzip");
+          res.removeHeader("content-length");
+        }
+        return gzip.write(chunk);
+      }) as typeof res.write;
+      res.end = ((chunk?: string | Buffer) => {
+        if (!res.getHeader("content-encoding")) {
+          res.setHeader("content-encoding", "gzip");
+          res.removeHeader("content-length");
+        }
+        if (chunk !== undefined && typeof chunk !== "function") gzip.end(chunk);
+        else gzip.end();
+        return res;
+      }) as typeof res.end;
+      next();
+    });
+    let runs = 0;
+    app.post("/report", idempotency(recorded.options), (_req, res) => {
+      runs++;
+      res.type("text/plain").send("a plain report body");
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    const first = await httpRequest(`${running.url}/report`, { key: "k-gzip" });
+    expect(first.headers["content-encoding"]).toBe("gzip");
+    expect(gunzipSync(first.body).toString()).toBe("a plain report body");
+
+    const claimed = recorded.events.find((event) => event.type === "claimed");
+    const record = await recorded.store.get(claimed?.key as string);
+    expect(record?.state).toBe("completed");
+    const stored = decodeResponse((record as { response: Uint8Array }).response);
+    expect(Buffer.from(stored.body as Uint8Array).toString()).toBe("a plain report body");
+    expect(stored.headers.some(([name]) => name === "content-encoding")).toBe(false);
+
+    const replay = await httpRequest(`${running.url}/report`, { key: "k-gzip" });
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(replay.headers["content-encoding"]).toBe("gzip");
+    expect(gunzipSync(replay.body).toString()).toBe("a plain report body");
+    expect(runs).toBe(1);
+  });
+});
