@@ -57,8 +57,9 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     // Mounted twice on one request's path (app-wide and on a route): the first one decides.
     if (seen.has(req)) return next();
     seen.add(req);
-    engine.handle(neutralRequest(req as ExpressRequestLike)).then(
-      (decision) => {
+    engine
+      .handle(neutralRequest(req as ExpressRequestLike))
+      .then((decision) => {
         if (decision.action === "pass") return next();
         if (decision.action === "respond") {
           const { status, headers, body } = decision.response;
@@ -74,13 +75,12 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         captureResponse(res, execution);
         res.once("close", () => execution.closed());
         next();
-      },
-      (error: unknown) => next(error),
-    );
+      })
+      .catch((error: unknown) => next(error)); // scope/fingerprint functions, or a replay Node refused
   };
 }
 
-/** Repeated names as one list each: Node 20's `writeHead(status, flatList)` keeps only the last value. */
+/** Repeated names as one list each (`setHeader` replaces; Node 20's `writeHead` list form keeps only the last). */
 function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, string[]> {
   const grouped = new Map<string, string[]>();
   for (const [name, value] of headers) {
