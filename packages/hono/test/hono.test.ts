@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { compress } from "hono/compress";
 import { HTTPException } from "hono/http-exception";
-import { stream } from "hono/streaming";
+import { stream, streamText } from "hono/streaming";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { idempotency, notStarted } from "../src/index.js";
 import { deferred, EventLog, GatedCompleteStore, type RunningServer, send, start } from "./support.js";
@@ -349,6 +349,36 @@ describe("response capture", () => {
     expect(replay.body.equals(first.body)).toBe(true);
     expect(replay.headers["content-type"]).toBe("application/octet-stream");
     expect(replay.headers["content-length"]).toBe("12");
+    expect(executions).toBe(1);
+  });
+
+  it("streams a body whose chunks arrive later, one by one, and replays it whole", async () => {
+    const app = new Hono();
+    let executions = 0;
+    app.post("/late", idempotency(options()), (c) => {
+      executions++;
+      return streamText(c, async (s) => {
+        for (const word of ["late", " and", " later"]) {
+          await s.sleep(20);
+          await s.write(word);
+        }
+      });
+    });
+    const server = await serveApp(app);
+
+    const first = await send(server, { path: "/late", key: "k" });
+    const replay = await send(server, { path: "/late", key: "k" });
+    expect([first.status, first.text(), first.headers["transfer-encoding"]]).toEqual([
+      200,
+      "late and later",
+      "chunked",
+    ]);
+    expect([replay.text(), replay.headers["content-length"], replay.headers["idempotent-replayed"]]).toEqual([
+      "late and later",
+      "14",
+      "true",
+    ]);
+    expect(replay.headers["content-type"]).toBe(first.headers["content-type"]);
     expect(executions).toBe(1);
   });
 
