@@ -1,10 +1,11 @@
+import { Agent, request as rawRequest } from "node:http";
 import { httpRequest } from "@idempotency/binding-tests";
 import type { IdempotencyOptions } from "@idempotency/core";
 import express from "express";
 import express4 from "express4";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { idempotency } from "../src/index.js";
-import { claimedFingerprint, recordingOptions } from "./support.js";
+import { claimedFingerprint, recordingOptions, untilNoConnections } from "./support.js";
 import { type ExpressModule, listen } from "./table-app.js";
 
 type Placement = "none" | "parser after" | "parser before" | "parser before, verify keeps rawBody";
@@ -176,6 +177,87 @@ describe.each([
     const replay = await post("/stream", "application/octet-stream", big, "k-stream");
     expect(replay.headers["idempotent-replayed"]).toBe("true");
     expect(replay.body.equals(big)).toBe(true);
+  });
+
+  it("claims nothing when the client aborts while sending the body: a full retry runs", async () => {
+    const { options, events } = recordingOptions();
+    const app = lib();
+    let runs = 0;
+    const errors: string[] = [];
+    app.post("/upload", idempotency(options), lib.raw(), (req, res) => {
+      runs++;
+      res.status(201).json({ bytes: (req.body as Buffer).length });
+    });
+    app.use((error: Error, _req: unknown, res: express.Response, _next: express.NextFunction) => {
+      errors.push(error.message);
+      res.status(400).end();
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    await new Promise<void>((resolve) => {
+      const req = rawRequest(`${running.url}/upload`, {
+        method: "POST",
+        agent: false,
+        headers: {
+          "idempotency-key": "k-upload",
+          "content-type": "application/octet-stream",
+          "content-length": "100",
+        },
+      });
+      req.on("error", () => resolve());
+      req.write(Buffer.alloc(10, 1), () => setImmediate(() => req.destroy()));
+    });
+    await untilNoConnections(running.server);
+    await vi.waitFor(() => expect(errors).toHaveLength(1));
+    expect(runs).toBe(0);
+    expect(events).toEqual([]);
+    const full = await httpRequest(`${running.url}/upload`, {
+      key: "k-upload",
+      headers: { "content-type": "application/octet-stream" },
+      body: Buffer.alloc(100, 1),
+    });
+    expect(full.status).toBe(201);
+    expect(full.json()).toEqual({ bytes: 100 });
+    expect(runs).toBe(1);
+  });
+
+  it("keeps re-armed bodies apart on a keep-alive connection", async () => {
+    const { options } = recordingOptions();
+    const app = lib();
+    app.post("/echo", idempotency(options), lib.json(), (req, res) => {
+      res.status(201).json(req.body);
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    let connections = 0;
+    (running.server as import("node:http").Server).on("connection", () => connections++);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    closers.push(async () => agent.destroy());
+    const post = (key: string, json: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = rawRequest(
+          `${running.url}/echo`,
+          { method: "POST", agent, headers: { "idempotency-key": key, "content-type": "application/json" } },
+          (res) => {
+            let body = "";
+            res.setEncoding("utf8");
+            res.on("data", (chunk: string) => {
+              body += chunk;
+            });
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on("error", reject);
+        req.end(json);
+      });
+    for (let i = 0; i < 5; i++) {
+      const res = await post(`k-alive-${i}`, JSON.stringify({ n: i, pad: "x".repeat(i * 5000) }));
+      expect(res.status).toBe(201);
+      expect(JSON.parse(res.body)).toEqual({ n: i, pad: "x".repeat(i * 5000) });
+    }
+    const replay = await post("k-alive-3", JSON.stringify({ n: 3, pad: "x".repeat(15000) }));
+    expect(JSON.parse(replay.body)).toEqual({ n: 3, pad: "x".repeat(15000) });
+    expect(connections).toBe(1);
   });
 
   it("does not touch the body stream when the fingerprint does not need it", async () => {
