@@ -42,4 +42,34 @@ describe("RedisStore on Redis Cluster", () => {
     expect(counts.reduce((a, b) => a + b, 0)).toBe(keys.length);
     for (const count of counts) expect(count).toBeGreaterThan(0);
   });
+
+  it("recovers from SCRIPT FLUSH on every master without a manual step", async () => {
+    const store = new RedisStore({ client: cluster.client(), prefix: "flush:" });
+    const keys = Array.from({ length: 12 }, (_, i) => i.toString(16).padStart(64, "a"));
+    const args = (token: string) => ({
+      token,
+      fingerprint: "xxh3-128:1",
+      leaseMs: 60_000,
+      ttlMs: 120_000,
+      allowTakeover: false,
+    });
+    for (const key of keys) await store.begin(key, args(`first-${key}`));
+    for (const server of cluster.servers) {
+      const node = new Redis(server.port, "127.0.0.1");
+      try {
+        expect(await node.script("FLUSH")).toBe("OK");
+      } finally {
+        node.disconnect();
+      }
+    }
+    for (const key of keys) {
+      expect(await store.complete(key, `first-${key}`, new Uint8Array([1, 2, 3]), 120_000)).toBe(true);
+      const again = await store.begin(key, args(`second-${key}`));
+      expect(again).toEqual({
+        state: "completed",
+        fingerprint: "xxh3-128:1",
+        response: new Uint8Array([1, 2, 3]),
+      });
+    }
+  });
 });

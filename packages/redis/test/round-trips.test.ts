@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { createIdempotency, type Idempotency } from "@idempotency/core";
+import { createIdempotency, type Idempotency, type IdempotencyStore } from "@idempotency/core";
 import type { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { RedisStore } from "../src/index.js";
 import { deferred, type HandlerReply, send } from "./support/engine.js";
 import { CommandWatch } from "./support/monitor.js";
@@ -105,6 +105,55 @@ describe("round trips between the store's connection and Redis", () => {
       expect(reused.executed).toBe(false);
     });
     expect(sent).toEqual(["evalsha"]);
+  });
+});
+
+describe("lease renewal", () => {
+  it("a request running past leaseMs / 3 adds exactly 1 (extend) per renewal", async () => {
+    // Only the engine's renewal interval is faked; sockets and timeouts run in real time.
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    try {
+      // The engine's store, observed: resolves `renewal` when an extend has answered (no extra commands).
+      const store = new RedisStore({ client });
+      let renewal = deferred<boolean>();
+      const observed: IdempotencyStore = {
+        begin: (key, args) => store.begin(key, args),
+        complete: (key, token, response, ttlMs) => store.complete(key, token, response, ttlMs),
+        async extend(key, token, leaseMs) {
+          const renewed = await store.extend(key, token, leaseMs);
+          renewal.resolve(renewed);
+          return renewed;
+        },
+        release: (key, token) => store.release(key, token),
+        get: (key) => store.get(key),
+        delete: (key) => store.delete(key),
+      };
+      const engine = createIdempotency({ store: observed, scope: "global", leaseMs: 30_000 });
+      /** One request whose handler is held open across exactly one renewal period. */
+      const renewOnce = async () => {
+        renewal = deferred<boolean>();
+        const release = deferred();
+        const started = deferred();
+        const first = send(engine, { key: randomUUID() }, async () => {
+          started.resolve();
+          await release.promise;
+          return created;
+        });
+        await started.promise;
+        vi.advanceTimersByTime(10_000); // leaseMs / 3
+        expect(await renewal.promise).toBe(true);
+        release.resolve();
+        expect(await first).toEqual({ ...created, executed: true });
+      };
+
+      const firstUse = await watch.during(renewOnce);
+      // This store's first call learns the server clock; extend's script is new to the server.
+      expect(firstUse.sent).toEqual(["time", "evalsha", "evalsha", "eval", "evalsha"]);
+      const { sent } = await watch.during(renewOnce);
+      expect(sent).toEqual(["evalsha", "evalsha", "evalsha"]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
