@@ -22,7 +22,6 @@ export type IdempotencyMiddleware = (
 ) => void;
 
 const executions = new WeakMap<object, Execution>();
-const seen = new WeakSet<object>();
 
 /**
  * Creates Express middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -54,9 +53,8 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   const engine = createIdempotency(options);
 
   return function idempotencyMiddleware(req, res, next) {
-    // Mounted twice on one request's path (app-wide and on a route): the first one decides.
-    if (seen.has(req)) return next();
-    seen.add(req);
+    // Mounted twice on one request's path (app-wide and on a route): the one that claimed it decides.
+    if (executions.has(req)) return next();
     engine
       .handle(neutralRequest(req as ExpressRequestLike))
       .then((decision) => {

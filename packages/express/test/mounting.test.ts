@@ -80,6 +80,23 @@ describe.each([
     expect(events.map((event) => event.type)).toEqual(["claimed", "completed", "replayed"]);
   });
 
+  it("lets a later middleware protect what an earlier one passed through", async () => {
+    const { options, events } = recordingOptions();
+    const app = lib();
+    app.use(idempotency({ ...options, methods: ["POST"] }));
+    let runs = 0;
+    app.put("/settings", idempotency({ ...options, methods: ["PUT"] }), (_req, res) => {
+      runs++;
+      res.json({ runs });
+    });
+    const url = await start(app);
+    await httpRequest(`${url}/settings`, { method: "PUT", key: "k-put", json: "{}" });
+    const replay = await httpRequest(`${url}/settings`, { method: "PUT", key: "k-put", json: "{}" });
+    expect(replay.headers["idempotent-replayed"]).toBe("true");
+    expect(runs).toBe(1);
+    expect(events.map((event) => event.type)).toEqual(["claimed", "completed", "replayed"]);
+  });
+
   it("hands the Express request to the scope function as request.native", async () => {
     let nativeSeen: unknown;
     const { options } = recordingOptions({
