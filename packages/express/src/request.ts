@@ -53,7 +53,7 @@ function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
  */
 async function requestBody(req: ExpressRequestLike): Promise<Uint8Array> {
   if (isBytes(req.rawBody)) return req.rawBody;
-  if (!req.readableDidRead && req.readableFlowing === null && !req.readableEnded && !req.destroyed) {
+  if (!req.readableDidRead && !req.readableEnded && !req.destroyed) {
     const bytes = await readAll(req);
     rearm(req, bytes);
     return bytes;
@@ -76,6 +76,7 @@ function readAll(req: IncomingMessage): Promise<Buffer> {
       chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
     };
     req.on("data", onData);
+    req.resume(); // also when an earlier middleware paused it
     // Settles after 'close' when the stream auto-destroys, so rearm() never races the destroy.
     finished(req, { writable: false }, (error) => {
       req.off("data", onData);

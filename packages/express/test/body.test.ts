@@ -260,6 +260,26 @@ describe.each([
     expect(connections).toBe(1);
   });
 
+  it("reads a body that an earlier middleware paused, and leaves it readable", async () => {
+    const { options, store, events } = recordingOptions();
+    const app = lib();
+    app.use((req, _res, next) => {
+      req.pause();
+      next();
+    });
+    app.post("/paused", idempotency(options), lib.json(), (req, res) => {
+      res.status(201).json(req.body);
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    const a = await httpRequest(`${running.url}/paused`, { key: "k-paused", json: '{"item":"apple"}' });
+    expect(a.json()).toEqual({ item: "apple" });
+    const fingerprint = await claimedFingerprint(store, events);
+    const other = await httpRequest(`${running.url}/paused`, { key: "k-paused", json: '{"item":"pear"}' });
+    expect(other.status).toBe(422);
+    expect(fingerprint.startsWith("xxh3-128:")).toBe(true);
+  });
+
   it("does not touch the body stream when the fingerprint does not need it", async () => {
     const { options } = recordingOptions({ fingerprint: false });
     const app = lib();
