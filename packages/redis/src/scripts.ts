@@ -17,6 +17,11 @@ import { createHash } from "node:crypto";
  * Redis 7 scripts because they replicate their effects) and refuses to run when ARGV[1], a deadline on the
  * server clock, has passed: a call the client already gave up on never applies later. Every reply starts
  * with the server time, from which the store learns the server clock.
+ *
+ * Out of memory (`maxmemory` with `noeviction`), Redis refuses a script's data-adding command only while
+ * the script has written nothing yet. `begin` writes with `HSET` first, so a new claim is refused cleanly;
+ * `complete` and `extend` start with `PEXPIRE`, so requests already running still renew and complete
+ * instead of running again later.
  */
 const PRELUDE = `
 local t = redis.call('TIME')
@@ -47,7 +52,7 @@ if record[1] == 'in-flight' then
   takeover = 1
 end
 local leaseMs = tonumber(ARGV[4])
-redis.call('DEL', key)
+-- Overwrites every field of an expired in-flight record (a completed one is never taken over).
 redis.call('HSET', key, 'state', 'in-flight', 'token', ARGV[2], 'fingerprint', ARGV[3],
   'lease_until', string.format('%.0f', now + leaseMs))
 redis.call('PEXPIRE', key, string.format('%.0f', math.max(leaseMs, tonumber(ARGV[5]))))
@@ -57,10 +62,10 @@ return {now, 'claimed', takeover}
 /** ARGV: deadline, token, hasResponse ("1"/"0"), response bytes, ttlMs. */
 const COMPLETE = `${PRELUDE}
 if not owned(ARGV[2]) then return {now, 0} end
+redis.call('PEXPIRE', key, ARGV[5])
 redis.call('HDEL', key, 'token', 'lease_until')
 redis.call('HSET', key, 'state', 'completed')
 if ARGV[3] == '1' then redis.call('HSET', key, 'response', ARGV[4]) end
-redis.call('PEXPIRE', key, ARGV[5])
 return {now, 1}
 `;
 
@@ -68,8 +73,8 @@ return {now, 1}
 const EXTEND = `${PRELUDE}
 if not owned(ARGV[2]) then return {now, 0} end
 local leaseMs = tonumber(ARGV[3])
+redis.call('PEXPIRE', key, string.format('%.0f', math.max(redis.call('PTTL', key), leaseMs)))
 redis.call('HSET', key, 'lease_until', string.format('%.0f', now + leaseMs))
-if redis.call('PTTL', key) < leaseMs then redis.call('PEXPIRE', key, ARGV[3]) end
 return {now, 1}
 `;
 

@@ -238,6 +238,33 @@ function expectFailClosed({ records, executions }: Awaited<ReturnType<typeof und
   for (const key of refused) expect(executions.get(key), `refused key ${key} ran on retry`).toBe(1);
 }
 
+describe("Redis out of memory", () => {
+  it("with noeviction, new claims fail as store errors, while running requests still renew and complete", async () => {
+    server = await RedisServer.start(dir.path);
+    const client = clientFor();
+    const store = new RedisStore({ client, timeoutMs: TIMEOUT_MS });
+    const owner = claimArgs();
+    const key = randomUUID();
+    expect(await store.begin(key, owner)).toEqual({ state: "claimed", takeover: false });
+    expect(await store.get(randomUUID())).toBeNull(); // load the get script while memory is available
+    await client.config("SET", "maxmemory-policy", "noeviction");
+    await client.config("SET", "maxmemory", "1");
+    try {
+      const fresh = randomUUID();
+      const claiming = await store.begin(fresh, claimArgs()).catch((error: unknown) => error);
+      expect(claiming).toBeInstanceOf(IdempotencyStoreError);
+      expect((claiming as Error).message).toContain("OOM");
+      expect(await store.get(fresh)).toBeNull();
+      expect(await store.extend(key, owner.token, 60_000)).toBe(true);
+      expect(await store.complete(key, owner.token, new Uint8Array([1, 2]), 60_000)).toBe(true);
+      expect(await store.get(key)).toMatchObject({ state: "completed", response: new Uint8Array([1, 2]) });
+    } finally {
+      await client.config("SET", "maxmemory", "0");
+    }
+    expect(await store.begin(randomUUID(), claimArgs())).toEqual({ state: "claimed", takeover: false });
+  });
+});
+
 describe("the engine's storeTimeoutMs", () => {
   it("bounds a request even when the store's own timeoutMs is longer: 503 without waiting for the store", async () => {
     server = await RedisServer.start(dir.path);
