@@ -13,3 +13,9 @@ afterAll(() => redis?.stop());
 
 // Every instance gets its own connection, so the race cases race over separate sockets.
 describeStore("RedisStore (single node)", () => new RedisStore({ client: redis.client() }));
+
+// The same over RESP2 connections (ioredis speaks RESP3 by default): the scripts' replies must decode alike.
+describeStore(
+  "RedisStore (single node, RESP2)",
+  () => new RedisStore({ client: redis.client({ protocol: 2 }) }),
+);

@@ -147,6 +147,18 @@ describe("key layout", () => {
     expect((record as { leaseRemainingMs: number }).leaseRemainingMs).toBeGreaterThan(50_000);
   });
 
+  it("works under an ioredis keyPrefix, which ioredis prepends to the store's own prefix", async () => {
+    const prefixed = redis.client({ keyPrefix: "app:" });
+    const store = new RedisStore({ client: prefixed, prefix: "idem:" });
+    const id = key();
+    const args = claim();
+    expect(await store.begin(id, args)).toEqual({ state: "claimed", takeover: false });
+    expect(await client.hget(`app:idem:${id}`, "token")).toBe(args.token);
+    expect(await store.complete(id, args.token, new Uint8Array([7]), 60_000)).toBe(true);
+    expect(await store.get(id)).toMatchObject({ state: "completed", response: new Uint8Array([7]) });
+    expect(await client.exists(`idem:${id}`)).toBe(0);
+  });
+
   it("two stores with different prefixes on one Redis never see each other's records", async () => {
     const first = new RedisStore({ client, prefix: "app-a:" });
     const second = new RedisStore({ client, prefix: "app-b:" });
