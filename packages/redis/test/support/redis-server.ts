@@ -34,6 +34,12 @@ async function freePort(withBusPort: boolean): Promise<number> {
   throw new Error("no free loopback port found for redis-server");
 }
 
+/** Every server still running, killed when the test process exits however it ends (no orphans). */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 /** One redis-server process on 127.0.0.1. */
 export class RedisServer {
   readonly port: number;
@@ -60,6 +66,8 @@ export class RedisServer {
       args.push("--cluster-node-timeout", "5000");
     }
     const child = spawn("redis-server", args, { stdio: ["ignore", "pipe", "pipe"] });
+    running.add(child);
+    child.once("exit", () => running.delete(child));
     const server = new RedisServer(port, child);
     await new Promise<void>((resolve, reject) => {
       let output = "";
