@@ -1,0 +1,98 @@
+import {
+  createIdempotency,
+  type Execution,
+  type IdempotencyOptions,
+  type PreparedResponse,
+} from "@idempotency/core";
+import type { Middleware, Next } from "koa";
+import { captureResponse } from "./capture.js";
+import { type AnyContext, toIdempotencyRequest } from "./request.js";
+
+/** The execution of each claimed request, for `notStarted(ctx)`. */
+const executions = new WeakMap<object, Execution>();
+
+/**
+ * Creates Koa middleware that makes unsafe requests (by default `POST` and `PATCH`) carrying an
+ * `Idempotency-Key` header safe to retry: the first request runs and its response is stored, a retry gets the
+ * stored response (`Idempotent-Replayed: true`), a retry with another body gets 422, a duplicate while the
+ * first still runs gets 409. The options are `@idempotency/core`'s (`store` and `scope` required); an
+ * invalid option throws `IdempotencyOptionsError` here, naming it.
+ *
+ * Mount it once per request: app-wide with `app.use`, on a router, or on a single route. What is stored is
+ * what Koa finally sends, after your error handling ran, so a thrown error that your error middleware (or
+ * Koa's default handler) turns into a 5xx releases the key and a retry runs again.
+ *
+ * @example
+ * ```ts
+ * import Koa from "koa";
+ * import { bodyParser } from "@koa/bodyparser";
+ * import { MemoryStore } from "@idempotency/core";
+ * import { idempotency } from "@idempotency/koa";
+ *
+ * const app = new Koa();
+ * app.use(idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-user-id") ?? "anonymous" }));
+ * app.use(bodyParser());
+ * app.use(async (ctx) => {
+ *   ctx.status = 201;
+ *   ctx.body = await createOrder(ctx.request.body);
+ * });
+ * app.listen(3000);
+ * ```
+ */
+export function idempotency(options: IdempotencyOptions): Middleware {
+  const engine = createIdempotency(options);
+  return async function idempotencyMiddleware(ctx: AnyContext, next: Next): Promise<void> {
+    const decision = await engine.handle(toIdempotencyRequest(ctx));
+    if (decision.action === "pass") {
+      await next();
+      return;
+    }
+    if (decision.action === "respond") {
+      send(ctx, decision.response);
+      return;
+    }
+    executions.set(ctx, decision.execution);
+    captureResponse(ctx, decision.execution);
+    await next();
+  } as Middleware;
+}
+
+/**
+ * Declares that the current request did nothing (validation or authorisation failed before any side
+ * effect): its key is released and nothing is stored, whatever the response, so a corrected retry with the
+ * same key runs. Does nothing for a request the middleware does not protect.
+ *
+ * @example
+ * ```ts
+ * import { notStarted } from "@idempotency/koa";
+ *
+ * router.post("/orders", async (ctx) => {
+ *   if (!ctx.state.user.canOrder) {
+ *     notStarted(ctx);
+ *     ctx.status = 403;
+ *     ctx.body = { error: "forbidden" };
+ *     return;
+ *   }
+ *   ctx.status = 201;
+ *   ctx.body = await createOrder(ctx.request.body);
+ * });
+ * ```
+ */
+export function notStarted(ctx: AnyContext): void {
+  executions.get(ctx)?.notStarted();
+}
+
+/** Sends a replay or a problem through Koa, with exactly the engine's status, headers and body. */
+function send(ctx: AnyContext, response: PreparedResponse): void {
+  ctx.status = response.status;
+  const set = new Set<string>();
+  for (const [name, value] of response.headers) {
+    if (set.has(name)) ctx.append(name, value);
+    else ctx.set(name, value);
+    set.add(name);
+  }
+  const { body } = response;
+  ctx.body = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  // Koa labels a Buffer body application/octet-stream when no type is set; the original had none.
+  if (!set.has("content-type")) ctx.remove("Content-Type");
+}

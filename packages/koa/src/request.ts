@@ -1,0 +1,106 @@
+import type { IncomingMessage } from "node:http";
+import { Readable } from "node:stream";
+import { IdempotencyError, type IdempotencyRequest } from "@idempotency/core";
+import type { ParameterizedContext } from "koa";
+
+/** Any Koa context: Koa 2 or 3, with or without a router's or the application's own context type. */
+export type AnyContext = ParameterizedContext<unknown, unknown, unknown>;
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Translates a Koa context into the engine's neutral request. The path is the concrete path the client asked
+ * for, taken from `ctx.originalUrl`, so routers' prefixes and mounted sub-apps (which strip `ctx.path`) do
+ * not change a record's identity.
+ */
+export function toIdempotencyRequest(ctx: AnyContext): IdempotencyRequest {
+  const url = ctx.originalUrl ?? ctx.url;
+  const queryAt = url.indexOf("?");
+  let body: Promise<Uint8Array> | undefined;
+  return {
+    method: ctx.method.toUpperCase(),
+    path: pathOf(queryAt === -1 ? url : url.slice(0, queryAt)),
+    query: queryAt === -1 ? "" : url.slice(queryAt + 1),
+    headers: {
+      get(name: string): string | null {
+        const value = ctx.req.headers[name.toLowerCase()];
+        if (value === undefined) return null;
+        return Array.isArray(value) ? value.join(", ") : value;
+      },
+    },
+    body: () => {
+      body ??= readBody(ctx);
+      return body;
+    },
+    native: ctx,
+  };
+}
+
+/** The path part of a request target: origin-form as it is, absolute-form (`http://host/p`) reduced to `/p`. */
+function pathOf(target: string): string {
+  if (target.startsWith("/")) return target;
+  try {
+    return new URL(target).pathname;
+  } catch {
+    return target;
+  }
+}
+
+/**
+ * The raw body bytes. A body parser that ran before this middleware consumed the stream: `@koa/bodyparser`
+ * keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with `patchNode`). Otherwise the
+ * stream is read here and `ctx.req` is replaced by a replay of the same bytes, so a body parser or handler
+ * after this middleware reads the body as if nothing had touched it.
+ */
+async function readBody(ctx: AnyContext): Promise<Uint8Array> {
+  const parsed = (ctx.request as { rawBody?: unknown }).rawBody ?? (ctx.req as { rawBody?: unknown }).rawBody;
+  if (typeof parsed === "string") return Buffer.from(parsed, "utf8");
+  if (parsed instanceof Uint8Array) return parsed;
+
+  const req = ctx.req;
+  if (req.readableEnded || req.destroyed || !req.readable) {
+    if (!declaresBody(req)) return EMPTY;
+    throw new IdempotencyError(
+      "ERR_IDEMPOTENCY_BODY_CONSUMED",
+      "The request body was already read before idempotency() ran, and no raw copy was kept " +
+        "(ctx.request.rawBody), so it cannot be fingerprinted. Mount idempotency() before the middleware " +
+        "that reads the body, use @koa/bodyparser (it keeps ctx.request.rawBody), or pass a `fingerprint` " +
+        "option that does not need the body.",
+    );
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  const bytes = Buffer.concat(chunks);
+  const replay = replayOf(req, bytes);
+  ctx.req = replay;
+  ctx.request.req = replay;
+  ctx.response.req = replay;
+  return bytes;
+}
+
+/** Whether the request announced a body (a non-zero `Content-Length`, or `Transfer-Encoding`). */
+function declaresBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  if (length !== undefined) return length.trim() !== "0";
+  return req.headers["transfer-encoding"] !== undefined;
+}
+
+/**
+ * A readable copy of `req` that yields `bytes`. It inherits everything else (headers, url, method, socket,
+ * properties earlier middleware set) from the original through the prototype chain, and is still an
+ * `IncomingMessage` for `instanceof` checks; only the stream state is its own.
+ */
+function replayOf(req: IncomingMessage, bytes: Buffer): IncomingMessage {
+  const replay = Object.create(req) as IncomingMessage;
+  Readable.call(replay as unknown as Readable);
+  Object.assign(replay, {
+    _read() {},
+    // The original already ended; destroying the copy must not reach the socket it shares.
+    _destroy(error: Error | null, callback: (error: Error | null) => void) {
+      callback(error);
+    },
+  });
+  if (bytes.length > 0) replay.push(bytes);
+  replay.push(null);
+  return replay;
+}
