@@ -12,6 +12,7 @@ type Callback = (error?: Error | null) => void;
  * - `writeHead` / the first `write` / `end` report the head (`execution.start`);
  * - each `write` forwards what `execution.write` returns;
  * - `end` waits for `execution.end` (the record is completed) and then sends the remaining bytes;
+ * - when Koa's error handling (`ctx.onerror`) gives up without a response, the claim is released;
  * - the connection closing stops lease renewal (`execution.closed`). If the handler has not responded yet,
  *   Koa is told the response is still writable, so it serialises the handler's result into the capture as
  *   usual instead of skipping it; a streamed response that was cut off (or only starts after the client left,
@@ -92,6 +93,14 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
       });
     return this;
   } as ServerResponse["end"];
+
+  // Koa's error handling gives up on a response whose head already went out or whose socket is gone (a
+  // stream that failed mid-way; Koa 3's pipeline destroys the response): then no response will ever come.
+  const onerror = ctx.onerror;
+  ctx.onerror = function (this: AnyContext, error: unknown) {
+    onerror.call(this, error as Error);
+    if (error != null && !ending && !abandoned) abandon();
+  };
 
   const onClose = () => {
     execution.closed();

@@ -1,4 +1,4 @@
-import type { Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import type { AppSetup, RunningApp } from "@idempotency/binding-tests";
@@ -12,9 +12,11 @@ import { idempotency, notStarted } from "../src/index.js";
 /** The Koa application class under test: koa@3 (`koa`) or koa@2 (`koa2`). */
 export type KoaClass = typeof Koa;
 
-/** Starts `app` on 127.0.0.1:0. */
-export async function listen(app: Koa): Promise<RunningApp & { server: Server }> {
-  const server = app.listen(0, "127.0.0.1");
+/** Starts a Koa app (any context type, Koa 2 or 3) on 127.0.0.1:0. */
+export async function listen(app: {
+  callback(): (req: IncomingMessage, res: ServerResponse) => unknown;
+}): Promise<RunningApp & { server: Server }> {
+  const server = createServer(app.callback()).listen(0, "127.0.0.1");
   await new Promise<void>((resolve, reject) => {
     server.once("listening", resolve);
     server.once("error", reject);
