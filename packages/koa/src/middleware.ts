@@ -18,7 +18,8 @@ const executions = new WeakMap<object, Execution>();
  * first still runs gets 409. The options are `@idempotency/core`'s (`store` and `scope` required); an
  * invalid option throws `IdempotencyOptionsError` here, naming it.
  *
- * Mount it once per request: app-wide with `app.use`, on a router, or on a single route. What is stored is
+ * Mount it app-wide with `app.use`, on a router, or on a single route; when a request meets two of them, the
+ * first one that claims it decides and the later ones pass it on. What is stored is
  * what Koa finally sends, after your error handling ran, so a thrown error that your error middleware (or
  * Koa's default handler) turns into a 5xx releases the key and a retry runs again.
  *
@@ -42,6 +43,11 @@ const executions = new WeakMap<object, Execution>();
 export function idempotency(options: IdempotencyOptions): Middleware {
   const engine = createIdempotency(options);
   return async function idempotencyMiddleware(ctx: AnyContext, next: Next): Promise<void> {
+    // Mounted twice on one request's way (app-wide and on a route): the one that claimed it decides.
+    if (executions.has(ctx)) {
+      await next();
+      return;
+    }
     const decision = await engine.handle(toIdempotencyRequest(ctx));
     if (decision.action === "pass") {
       await next();

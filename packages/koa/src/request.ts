@@ -17,15 +17,16 @@ export function toIdempotencyRequest(ctx: AnyContext): IdempotencyRequest {
   const url = ctx.originalUrl ?? ctx.url;
   const queryAt = url.indexOf("?");
   let body: Promise<Uint8Array> | undefined;
+  let values: Map<string, string[]> | undefined;
   return {
     method: ctx.method.toUpperCase(),
     path: pathOf(queryAt === -1 ? url : url.slice(0, queryAt)),
     query: queryAt === -1 ? "" : url.slice(queryAt + 1),
     headers: {
       get(name: string): string | null {
-        const value = ctx.req.headers[name.toLowerCase()];
-        if (value === undefined) return null;
-        return Array.isArray(value) ? value.join(", ") : value;
+        // From the raw fields, like WHATWG Headers: Node keeps only the first of some repeated headers.
+        values ??= indexRawHeaders(ctx.req.rawHeaders);
+        return values.get(name.toLowerCase())?.join(", ") ?? null;
       },
     },
     body: () => {
@@ -34,6 +35,17 @@ export function toIdempotencyRequest(ctx: AnyContext): IdempotencyRequest {
     },
     native: ctx,
   };
+}
+
+function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
+  const values = new Map<string, string[]>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const list = values.get(name);
+    if (list) list.push(raw[i + 1] as string);
+    else values.set(name, [raw[i + 1] as string]);
+  }
+  return values;
 }
 
 /** The path part of a request target: origin-form as it is, absolute-form (`http://host/p`) reduced to `/p`. */
@@ -48,8 +60,9 @@ function pathOf(target: string): string {
 
 /**
  * The raw body bytes. A body parser that ran before this middleware consumed the stream: `@koa/bodyparser`
- * keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with `patchNode`). Otherwise the
- * stream is read here and `ctx.req` is replaced by a replay of the same bytes, so a body parser or handler
+ * keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with `patchNode`); other parsers
+ * leave only what they parsed (`ctx.request.body`: text as UTF-8, anything else re-serialised as JSON, as the
+ * Express binding does). Otherwise the stream is read here and `ctx.req` is replaced by a replay of the same bytes, so a body parser or handler
  * after this middleware reads the body as if nothing had touched it.
  */
 async function readBody(ctx: AnyContext): Promise<Uint8Array> {
@@ -60,10 +73,15 @@ async function readBody(ctx: AnyContext): Promise<Uint8Array> {
   const req = ctx.req;
   if (req.readableEnded || req.destroyed || !req.readable) {
     if (!declaresBody(req)) return EMPTY;
+    // Another parser (e.g. koa-body) read it and kept only what it parsed.
+    const body = (ctx.request as { body?: unknown }).body;
+    if (body instanceof Uint8Array) return body;
+    if (typeof body === "string") return Buffer.from(body, "utf8");
+    if (body !== undefined && body !== null) return Buffer.from(JSON.stringify(body), "utf8");
     throw new IdempotencyError(
       "ERR_IDEMPOTENCY_BODY_CONSUMED",
-      "The request body was already read before idempotency() ran, and no raw copy was kept " +
-        "(ctx.request.rawBody), so it cannot be fingerprinted. Mount idempotency() before the middleware " +
+      "The request body was already read before idempotency() ran, and neither a raw copy " +
+        "(ctx.request.rawBody) nor a parsed body (ctx.request.body) was kept, so it cannot be fingerprinted. Mount idempotency() before the middleware " +
         "that reads the body, use @koa/bodyparser (it keeps ctx.request.rawBody), or pass a `fingerprint` " +
         "option that does not need the body.",
     );

@@ -291,6 +291,38 @@ for (const [major, KoaApp] of [
       );
 
       it(
+        "fingerprints the parsed body when an earlier parser kept no raw copy",
+        async () => {
+          const { options } = setup();
+          const app = newApp();
+          app.use(async (ctx, next) => {
+            const chunks: Buffer[] = [];
+            for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
+            (ctx.request as { body?: unknown }).body = JSON.parse(Buffer.concat(chunks).toString());
+            await next();
+          });
+          app.use(idempotency(options));
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            ctx.body = { run: runs };
+          });
+          const { url } = await start(app);
+          const first = await httpRequest(`${url}/orders`, { key: "k-parsed", json: ORDER });
+          const reordered = await httpRequest(`${url}/orders`, {
+            key: "k-parsed",
+            json: '{"qty":2,"item":"apple"}',
+          });
+          const other = await httpRequest(`${url}/orders`, { key: "k-parsed", json: '{"item":"pear"}' });
+          expect(first.text()).toBe('{"run":1}');
+          expect(reordered.headers["idempotent-replayed"]).toBe("true");
+          expect(other.status).toBe(422);
+          expect(runs).toBe(1);
+        },
+        TIMEOUT,
+      );
+
+      it(
         "does not read the body when the fingerprint does not need it",
         async () => {
           const { options } = setup({ fingerprint: false });
@@ -395,6 +427,53 @@ for (const [major, KoaApp] of [
           const res = await httpRequest(`${url}/shop/orders?q=1`, { key: "k-mount", json: ORDER });
           expect(res.text()).toBe("/orders");
           expect(events[0]?.path).toBe("/shop/orders");
+        },
+        TIMEOUT,
+      );
+    });
+
+    describe("request translation", () => {
+      it(
+        "joins repeated header fields for scope and fingerprint functions, as WHATWG Headers does",
+        async () => {
+          const seen: Array<string | null> = [];
+          const { options } = setup({
+            scope: (request) => {
+              seen.push(request.headers.get("User-Agent"), request.headers.get("x-missing"));
+              return "global";
+            },
+          });
+          const app = newApp().use(idempotency(options));
+          app.use(async (ctx) => {
+            ctx.body = "ok";
+          });
+          const { url } = await start(app);
+          await httpRequest(`${url}/x`, { key: "k-h", headers: { "user-agent": ["first", "second"] } });
+          expect(seen).toEqual(["first, second", null]);
+        },
+        TIMEOUT,
+      );
+
+      it(
+        "lets the first middleware that claims a request decide when it is mounted twice",
+        async () => {
+          const { options, store } = setup();
+          const router = new Router();
+          let runs = 0;
+          router.post("/orders", idempotency(options), async (ctx) => {
+            runs++;
+            ctx.status = 201;
+            ctx.body = { run: runs };
+          });
+          const app = newApp().use(idempotency(options)).use(router.routes());
+          const { url } = await start(app);
+          const first = await httpRequest(`${url}/orders`, { key: "k-twice", json: ORDER });
+          const replay = await httpRequest(`${url}/orders`, { key: "k-twice", json: ORDER });
+          expect(first.status).toBe(201);
+          expect(first.text()).toBe('{"run":1}');
+          expect(replay.headers["idempotent-replayed"]).toBe("true");
+          expect(runs).toBe(1);
+          expect(store.calls.begin).toBe(2);
         },
         TIMEOUT,
       );
