@@ -94,12 +94,18 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
     return this;
   } as ServerResponse["end"];
 
-  // Koa's error handling gives up on a response whose head already went out or whose socket is gone (a
-  // stream that failed mid-way; Koa 3's pipeline destroys the response): then no response will ever come.
+  // Koa pipes a stream body into the response (Koa 3 with stream.pipeline, which destroys the response when
+  // the stream fails). When Koa's error handling then gives up on the response (its head went out, or its
+  // socket is gone), no response will ever come. Before that point, an error reaching ctx.onerror is about
+  // the connection (ECONNRESET while the handler still runs), and the handler's result is still awaited.
+  let piping = false;
+  res.once("pipe", () => {
+    piping = true;
+  });
   const onerror = ctx.onerror;
   ctx.onerror = function (this: AnyContext, error: unknown) {
     onerror.call(this, error as Error);
-    if (error != null && !ending && !abandoned) abandon();
+    if (error != null && !ending && !abandoned && (headed || piping)) abandon();
   };
 
   const onClose = () => {

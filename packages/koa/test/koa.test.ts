@@ -1,4 +1,5 @@
 import { request as rawRequest } from "node:http";
+import { connect } from "node:net";
 import { Readable } from "node:stream";
 import { httpRequest, openRequest, TableStore } from "@idempotency/binding-tests";
 import {
@@ -738,6 +739,48 @@ for (const [major, KoaApp] of [
     });
 
     describe("client disconnect", () => {
+      it(
+        "stores the result of a handler whose client reset the connection mid-request, and replays it",
+        async () => {
+          const { options, events } = setup();
+          const errors: Array<string | undefined> = [];
+          const app = newApp();
+          app.on("error", (error: NodeJS.ErrnoException) => errors.push(error.code));
+          app.use(idempotency(options));
+          let release!: () => void;
+          const gate = new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            await gate;
+            ctx.status = 201;
+            ctx.body = { run: runs };
+          });
+          const { url, server } = await start(app);
+          const { port } = new URL(url);
+          const socket = connect(Number(port), "127.0.0.1");
+          socket.on("error", () => {});
+          socket.write(
+            "POST /reset HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: k-rst\r\nContent-Length: 0\r\n\r\n",
+          );
+          await until(() => runs === 1);
+          socket.resetAndDestroy(); // an abrupt close (RST): Koa reports ECONNRESET to ctx.onerror
+          await until(() => noConnections(server));
+          await until(() => errors.length === 1);
+          release();
+          await until(() => events.some((e) => e.type === "completed"));
+          const retry = await httpRequest(`${url}/reset`, { key: "k-rst" });
+          expect(errors).toEqual(["ECONNRESET"]);
+          expect(retry.status).toBe(201);
+          expect(retry.text()).toBe('{"run":1}');
+          expect(retry.headers["idempotent-replayed"]).toBe("true");
+          expect(events.map((e) => e.type)).toEqual(["claimed", "completed", "replayed"]);
+        },
+        TIMEOUT,
+      );
+
       it(
         "releases the claim of a streamed response whose client left before it started",
         async () => {
