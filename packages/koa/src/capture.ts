@@ -52,7 +52,14 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   };
 
   res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
-    if (abandoned || ending) return write.call(this, chunk, ...rest);
+    if (abandoned) return write.call(this, chunk, ...rest);
+    if (ending) {
+      // Written after end() while the end waits for the store: refused, as Node refuses a write after end.
+      const { callback } = chunkArgs(chunk, rest);
+      const error = Object.assign(new Error("write after end"), { code: "ERR_STREAM_WRITE_AFTER_END" });
+      if (callback) process.nextTick(callback, error);
+      return false;
+    }
     if (clientGone) {
       // A stream that only starts now is destroyed by Koa, and nobody would read it: it cannot complete.
       abandon();

@@ -456,6 +456,35 @@ for (const [major, KoaApp] of [
       );
 
       it(
+        "hands an error thrown by the scope function to Koa's error handling, claiming nothing",
+        async () => {
+          const failure = new Error("no tenant");
+          const { options, store } = setup({
+            scope: () => {
+              throw failure;
+            },
+          });
+          const errors: Error[] = [];
+          const app = newApp();
+          app.on("error", (error: Error) => errors.push(error));
+          app.use(idempotency(options));
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            ctx.body = "ran";
+          });
+          const { url } = await start(app);
+          const res = await httpRequest(`${url}/x`, { key: "k-scope", json: ORDER });
+          expect(res.status).toBe(500);
+          expect(res.text()).toBe("Internal Server Error");
+          expect(errors).toEqual([failure]);
+          expect(runs).toBe(0);
+          expect(store.totalCalls).toBe(0);
+        },
+        TIMEOUT,
+      );
+
+      it(
         "lets the first middleware that claims a request decide when it is mounted twice",
         async () => {
           const { options, store } = setup();
@@ -685,6 +714,58 @@ for (const [major, KoaApp] of [
           const replay = await httpRequest(`${url}/x`, { key: "k-flush" });
           expect(replay.headers["idempotent-replayed"]).toBe("true");
           expect(replay.text()).toBe("made");
+        },
+        TIMEOUT,
+      );
+
+      it(
+        "holds back the end of a streamed body with a Content-Length until the record is completed",
+        async () => {
+          const { options, store, events } = setup();
+          store.completeDelayMs = 50;
+          const app = newApp().use(idempotency(options));
+          app.use(async (ctx) => {
+            ctx.type = "application/octet-stream";
+            ctx.length = 3 * 1024;
+            ctx.body = Readable.from([Buffer.alloc(1024, 1), Buffer.alloc(1024, 2), Buffer.alloc(1024, 3)]);
+          });
+          const { url } = await start(app);
+          let completedAtEnd: boolean | undefined;
+          const first = await httpRequest(`${url}/x`, {
+            key: "k-length",
+            onEnd: () => {
+              completedAtEnd = events.some((event) => event.type === "completed");
+            },
+          });
+          expect(completedAtEnd).toBe(true);
+          expect(first.headers["content-length"]).toBe("3072");
+          expect(first.headers["transfer-encoding"]).toBeUndefined();
+          const replay = await httpRequest(`${url}/x`, { key: "k-length" });
+          expect(replay.headers["idempotent-replayed"]).toBe("true");
+          expect(replay.body.equals(first.body)).toBe(true);
+          expect(first.body.equals(Buffer.concat([1, 2, 3].map((b) => Buffer.alloc(1024, b))))).toBe(true);
+        },
+        TIMEOUT,
+      );
+
+      it(
+        "refuses a write after end while the end waits for the store",
+        async () => {
+          const { options, store } = setup();
+          store.completeDelayMs = 50;
+          const app = newApp().use(idempotency(options));
+          const results: unknown[] = [];
+          app.use(async (ctx) => {
+            ctx.respond = false;
+            ctx.res.end("whole");
+            results.push(ctx.res.write("late", (error) => results.push((error as { code?: string })?.code)));
+          });
+          const { url } = await start(app);
+          const first = await httpRequest(`${url}/x`, { key: "k-late-write" });
+          const replay = await httpRequest(`${url}/x`, { key: "k-late-write" });
+          expect(first.text()).toBe("whole");
+          expect(replay.text()).toBe("whole");
+          expect(results).toEqual([false, "ERR_STREAM_WRITE_AFTER_END"]);
         },
         TIMEOUT,
       );
