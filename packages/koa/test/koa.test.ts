@@ -13,7 +13,7 @@ import { bodyParser } from "@koa/bodyparser";
 import Router from "@koa/router";
 import Koa3 from "koa";
 import Koa2 from "koa2";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { idempotency, notStarted } from "../src/index.js";
 import { type KoaClass, listen } from "./app.js";
 
@@ -894,11 +894,18 @@ for (const [major, KoaApp] of [
       );
 
       it(
-        "stops renewing the lease when the client leaves a handler that never responds: the key frees after leaseMs",
+        "renews the lease while the client waits, stops when it leaves a handler that never responds, and frees the key after leaseMs",
         async () => {
           let clock = 1_000_000;
           const now = () => clock;
-          const store = new MemoryStore({ now });
+          class CountingStore extends MemoryStore {
+            extendCalls = 0;
+            override async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
+              this.extendCalls++;
+              return super.extend(key, token, leaseMs);
+            }
+          }
+          const store = new CountingStore({ now });
           const events: IdempotencyEvent[] = [];
           const app = newApp().use(
             idempotency({ store, scope: "global", now, leaseMs: 30_000, onEvent: (e) => events.push(e) }),
@@ -912,19 +919,32 @@ for (const [major, KoaApp] of [
             }
             ctx.body = `run ${runs}`;
           });
-          const { url } = await start(app);
-          const pending = openRequest(`${url}/hang`, { key: "k-hang" });
-          pending.response.catch(() => {});
-          await until(() => runs === 1);
-          const busy = await httpRequest(`${url}/hang`, { key: "k-hang" });
-          expect(busy.status).toBe(409);
-          pending.destroy();
-          clock += 30_001;
-          const retry = await httpRequest(`${url}/hang`, { key: "k-hang" });
-          expect(retry.text()).toBe("run 2");
-          expect(
-            events.filter((e) => e.type === "claimed").map((e) => (e as { takeover: boolean }).takeover),
-          ).toEqual([false, true]);
+          const { url, server } = await start(app);
+          // Only the engine's renewal interval is faked; the HTTP server keeps real time.
+          vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+          try {
+            const pending = openRequest(`${url}/hang`, { key: "k-hang" });
+            pending.response.catch(() => {});
+            await until(() => runs === 1);
+            clock += 10_000;
+            vi.advanceTimersByTime(10_000);
+            await until(() => store.extendCalls === 1);
+            clock += 25_000; // past the first lease, within the renewed one
+            const busy = await httpRequest(`${url}/hang`, { key: "k-hang" });
+            expect(busy.status).toBe(409);
+            pending.destroy();
+            await until(() => noConnections(server));
+            clock += 30_000;
+            vi.advanceTimersByTime(30_000);
+            expect(store.extendCalls).toBe(1);
+            const retry = await httpRequest(`${url}/hang`, { key: "k-hang" });
+            expect(retry.text()).toBe("run 2");
+            expect(
+              events.filter((e) => e.type === "claimed").map((e) => (e as { takeover: boolean }).takeover),
+            ).toEqual([false, true]);
+          } finally {
+            vi.useRealTimers();
+          }
         },
         TIMEOUT,
       );
