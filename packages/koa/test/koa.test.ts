@@ -1,6 +1,7 @@
 import { request as rawRequest } from "node:http";
 import { connect } from "node:net";
 import { Readable } from "node:stream";
+import { createGzip, gunzipSync } from "node:zlib";
 import { httpRequest, openRequest, TableStore } from "@idempotency/binding-tests";
 import {
   type IdempotencyEvent,
@@ -749,6 +750,40 @@ for (const [major, KoaApp] of [
       );
 
       it(
+        "stores what Koa finally sends, also after an outer middleware transformed the body",
+        async () => {
+          const { options } = setup();
+          const app = newApp();
+          // What a compression middleware does after the handler: replace ctx.body with its gzip stream.
+          app.use(async (ctx, next) => {
+            await next();
+            if (ctx.get("accept-encoding") !== "gzip" || ctx.response.get("content-encoding")) return;
+            ctx.set("Content-Encoding", "gzip");
+            ctx.remove("Content-Length");
+            ctx.body = Readable.from([Buffer.from(ctx.body as string)]).pipe(createGzip());
+          });
+          app.use(idempotency(options));
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            ctx.type = "text/plain";
+            ctx.body = "a body worth compressing ".repeat(20);
+          });
+          const { url } = await start(app);
+          const init = { key: "k-gzip", headers: { "accept-encoding": "gzip" } };
+          const first = await httpRequest(`${url}/x`, init);
+          const replay = await httpRequest(`${url}/x`, init);
+          expect(first.headers["content-encoding"]).toBe("gzip");
+          expect(gunzipSync(first.body).toString()).toBe("a body worth compressing ".repeat(20));
+          expect(replay.headers["idempotent-replayed"]).toBe("true");
+          expect(replay.headers["content-encoding"]).toBe("gzip");
+          expect(replay.body.equals(first.body)).toBe(true);
+          expect(runs).toBe(1);
+        },
+        TIMEOUT,
+      );
+
+      it(
         "refuses a write after end while the end waits for the store",
         async () => {
           const { options, store } = setup();
@@ -858,6 +893,51 @@ for (const [major, KoaApp] of [
           expect(retry.text()).toBe('{"run":1}');
           expect(retry.headers["idempotent-replayed"]).toBe("true");
           expect(events.map((e) => e.type)).toEqual(["claimed", "completed", "replayed"]);
+        },
+        TIMEOUT,
+      );
+
+      it(
+        "releases the claim of a streamed response whose client left mid-stream",
+        async () => {
+          const { options, events } = setup();
+          const app = newApp().use(idempotency(options));
+          let release!: () => void;
+          const gate = new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            const run = runs;
+            ctx.type = "text/plain";
+            ctx.body = Readable.from(
+              (async function* () {
+                yield `first ${run}\n`;
+                if (run === 1) await gate;
+                yield `second ${run}\n`;
+              })(),
+            );
+          });
+          const { url, server } = await start(app);
+          const received: Buffer[] = [];
+          const req = rawRequest(`${url}/s`, {
+            method: "POST",
+            headers: { "idempotency-key": "k-mid", "content-length": "0" },
+          });
+          req.on("error", () => {});
+          req.on("response", (res) => res.on("data", (chunk: Buffer) => received.push(chunk)));
+          req.end();
+          await until(() => received.length > 0);
+          req.destroy();
+          await until(() => noConnections(server));
+          release();
+          await until(() => events.some((e) => e.type === "released"));
+          expect(Buffer.concat(received).toString()).toBe("first 1\n");
+          expect(events.map((e) => e.type)).toEqual(["claimed", "released"]);
+          const retry = await httpRequest(`${url}/s`, { key: "k-mid" });
+          expect(retry.text()).toBe("first 2\nsecond 2\n");
+          expect(runs).toBe(2);
         },
         TIMEOUT,
       );
