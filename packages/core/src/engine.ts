@@ -6,6 +6,7 @@ import {
   IdempotencyInvalidKeyError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
+  IdempotencyRequestTooLargeError,
   IdempotencyResultNotStoredError,
   IdempotencyStoreError,
   toStoreError,
@@ -119,6 +120,7 @@ export interface Idempotency {
 }
 
 const PASS: Decision = { action: "pass" };
+const BODYLESS_STATUS = (status: number) => status < 200 || status === 204 || status === 304;
 const EMPTY = new Uint8Array(0);
 /** `complete` is tried this many times before the engine gives up and lets the lease expire. */
 const COMPLETE_ATTEMPTS = 3;
@@ -159,7 +161,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const resolved = resolveOptions(options);
   const { now, leaseMs, ttlMs } = resolved;
   const store = guardStore(resolved.store, resolved.storeTimeoutMs);
-  const fingerprintOf = createFingerprinter(resolved.fingerprint);
+  const fingerprintOf = createFingerprinter(resolved.fingerprint, resolved.maxRequestBytes);
   const headerName = resolved.header;
 
   function emit(event: IdempotencyEvent): void {
@@ -249,7 +251,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
 
   async function handle(request: IdempotencyRequest): Promise<Decision> {
     const startedAt = now();
-    if (!resolved.methods.has(request.method)) return PASS;
+    if (!resolved.methods.has(request.method) || isClaimed(request.native)) return PASS;
     const value = request.headers.get(headerName);
     if (value === null) {
       return resolved.required ? respond(problems.missingKey(headerName)) : PASS;
@@ -257,12 +259,20 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     const parsed = parseIdempotencyKey(value, resolved.maxKeyLength);
     if (!parsed.ok) return respond(problems.invalidKey(headerName, parsed.reason));
 
-    const [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
+    let scope: string;
+    let fingerprint: string;
+    try {
+      [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
+    } catch (error) {
+      if (!(error instanceof IdempotencyRequestTooLargeError)) throw error;
+      return respond(problems.requestTooLarge(headerName, error.limit));
+    }
     const key = identityKey(scope, request.method, request.path, parsed.key);
     const base = eventBase(key, request.method, request.path, startedAt);
     const outcome = await begin(key, fingerprint, base, resolved.waitMs);
     switch (outcome.state) {
       case "claimed":
+        markClaimed(request.native);
         return { action: "execute", execution: outcome.execution };
       case "key-reused":
         return respond(problems.keyReused(headerName));
@@ -423,6 +433,24 @@ function replayResult(
   return stored.status === 204 ? undefined : JSON.parse(Buffer.from(stored.body).toString("utf8"));
 }
 
+/**
+ * Framework requests (`native`) that some engine already claimed. Middleware mounted twice on one request
+ * (app-wide and on a route, or two routers) must not claim it again, which would answer its own 409: the
+ * first claim decides, and later middleware passes the request through.
+ */
+const claimedNatives = new WeakSet<object>();
+
+function isClaimed(native: unknown): boolean {
+  return (typeof native === "object" || typeof native === "function") && native !== null
+    ? claimedNatives.has(native)
+    : false;
+}
+
+function markClaimed(native: unknown): void {
+  if ((typeof native === "object" || typeof native === "function") && native !== null)
+    claimedNatives.add(native);
+}
+
 function respond(response: PreparedResponse): Decision {
   return { action: "respond", response, replayed: false };
 }
@@ -455,11 +483,9 @@ function replay(
     return respond(problems.responseNotStored(location));
   }
   emit({ ...base(), type: "replayed", status: stored.status });
-  const headers: Array<[string, string]> = [
-    ...stored.headers,
-    ["idempotent-replayed", "true"],
-    ["content-length", String(stored.body.length)],
-  ];
+  const headers: Array<[string, string]> = [...stored.headers, ["idempotent-replayed", "true"]];
+  // RFC 9110 §8.6: no Content-Length on 1xx and 204; a 304 has none of its own body to describe.
+  if (!BODYLESS_STATUS(stored.status)) headers.push(["content-length", String(stored.body.length)]);
   return {
     action: "respond",
     response: { status: stored.status, headers, body: stored.body },

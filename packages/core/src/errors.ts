@@ -168,3 +168,26 @@ export class IdempotencyResultNotStoredError extends IdempotencyError {
     );
   }
 }
+
+/**
+ * Rejects `IdempotencyRequest.body(maxBytes)` when the body is longer than `maxBytes`: a binding stops
+ * reading there, and the engine answers 413 problem+json instead of buffering an unbounded body.
+ *
+ * @example
+ * ```ts
+ * // inside a binding's body(maxBytes) reader:
+ * if (received > maxBytes) throw new IdempotencyRequestTooLargeError(maxBytes);
+ * ```
+ */
+export class IdempotencyRequestTooLargeError extends IdempotencyError {
+  /** The limit that was exceeded, in bytes. */
+  readonly limit: number;
+
+  constructor(limit: number) {
+    super(
+      "ERR_IDEMPOTENCY_REQUEST_TOO_LARGE",
+      `The request body is larger than ${limit} bytes (maxRequestBytes).`,
+    );
+    this.limit = limit;
+  }
+}

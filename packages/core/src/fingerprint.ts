@@ -1,5 +1,6 @@
 import { xxh3 } from "@node-rs/xxhash";
 import { canonicalJson } from "./canonical-json.js";
+import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
 /**
@@ -71,6 +72,7 @@ function bodyParts(body: Uint8Array, contentType: string | null): [string, strin
 /** Builds the fingerprint function for an option value (already validated). */
 export function createFingerprinter(
   option: FingerprintOption | undefined,
+  maxRequestBytes: number,
 ): (request: IdempotencyRequest) => Promise<string> {
   if (option === false) return async () => "none";
   if (typeof option === "function") {
@@ -86,7 +88,23 @@ export function createFingerprinter(
   return async (request) => {
     const parts: Array<string | Uint8Array> = ["http", request.method, request.path, request.query];
     for (const name of headerNames) parts.push(name, request.headers.get(name) ?? "\u0000absent");
-    parts.push(...bodyParts(await request.body(), request.headers.get("content-type")));
+    parts.push(
+      ...bodyParts(await boundedBody(request, maxRequestBytes), request.headers.get("content-type")),
+    );
     return hashParts(parts);
   };
+}
+
+/**
+ * The body, never longer than `maxBytes`: a declared `Content-Length` above it is refused before reading, and
+ * the binding's reader stops once more arrives (checked again here, for readers that ignore the limit).
+ */
+async function boundedBody(request: IdempotencyRequest, maxBytes: number): Promise<Uint8Array> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared.trim()) > maxBytes) {
+    throw new IdempotencyRequestTooLargeError(maxBytes);
+  }
+  const body = await request.body(maxBytes);
+  if (body.length > maxBytes) throw new IdempotencyRequestTooLargeError(maxBytes);
+  return body;
 }

@@ -14,6 +14,7 @@ export {
   IdempotencyInvalidKeyError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
+  IdempotencyRequestTooLargeError,
   IdempotencyResultNotStoredError,
   IdempotencyStoreError,
 } from "./errors.js";

@@ -65,6 +65,11 @@ export interface IdempotencyOptions {
    * retries get 410 instead of a replay, and never a second execution. Default `1_048_576` (1 MiB).
    */
   maxResponseBytes?: number;
+  /**
+   * Requests with a key whose body is larger than this get 413 problem+json, before any store I/O: the body
+   * is read to fingerprint it, and must not be buffered without bound. Default `1_048_576` (1 MiB).
+   */
+  maxRequestBytes?: number;
   /** A store call slower than this counts as failed (the store is down). Default `2_000`. */
   storeTimeoutMs?: number;
   /**
@@ -102,6 +107,7 @@ export interface ResolvedOptions {
   /** Lower-case names of the response headers that are never stored, defaults and `replayHeaders` applied. */
   unreplayedHeaders: ReadonlySet<string>;
   maxResponseBytes: number;
+  maxRequestBytes: number;
   storeTimeoutMs: number;
   failOpen: boolean;
   onEvent: ((event: IdempotencyEvent) => void) | undefined;
@@ -138,6 +144,7 @@ const KNOWN_OPTIONS = new Set<string>([
   "shouldStore",
   "replayHeaders",
   "maxResponseBytes",
+  "maxRequestBytes",
   "storeTimeoutMs",
   "failOpen",
   "onEvent",
@@ -308,6 +315,10 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
       `expected a whole number of bytes, 0 or more, got ${describe(maxResponseBytes)}.`,
     );
   }
+  const maxRequestBytes = options.maxRequestBytes ?? 1_048_576;
+  if (typeof maxRequestBytes !== "number" || !Number.isSafeInteger(maxRequestBytes) || maxRequestBytes < 0) {
+    fail("maxRequestBytes", `expected a whole number of bytes, 0 or more, got ${describe(maxRequestBytes)}.`);
+  }
   // A store call must be able to fail before the lease it protects runs out.
   const storeTimeoutMs = positiveInteger(
     "storeTimeoutMs",
@@ -335,6 +346,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     waitMs,
     unreplayedHeaders: resolveReplayHeaders(options.replayHeaders),
     maxResponseBytes,
+    maxRequestBytes,
     storeTimeoutMs,
     failOpen: optionalBoolean("failOpen", options.failOpen),
     shouldStore: optionalFunction("shouldStore", options.shouldStore) ?? defaultShouldStore,

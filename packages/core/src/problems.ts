@@ -21,6 +21,8 @@ export const PROBLEM_TYPES = {
   inProgress: "urn:idempotency:problem:in-progress",
   /** 410: the original request completed but its response was too large to store. */
   responseNotStored: "urn:idempotency:problem:response-not-stored",
+  /** 413: the request body is larger than `maxRequestBytes`, so it cannot be fingerprinted. */
+  requestTooLarge: "urn:idempotency:problem:request-too-large",
   /** 503: the idempotency store could not be reached; nothing was run. */
   storeUnavailable: "urn:idempotency:problem:store-unavailable",
 } as const;
@@ -119,6 +121,14 @@ export const problems = {
       "The original request with this key completed, but its response was too large to store, so it cannot be " +
         "replayed. It will not run again; fetch the result from its resource instead.",
       location,
+    ),
+  requestTooLarge: (header: string, limit: number) =>
+    problemResponse(
+      PROBLEM_TYPES.requestTooLarge,
+      413,
+      "Request too large",
+      `Requests with an ${header} may carry at most ${limit} bytes of body here; this one carries more. ` +
+        "Send a smaller body, or ask the service to raise its limit.",
     ),
   storeUnavailable: () =>
     problemResponse(

@@ -18,8 +18,12 @@ export interface IdempotencyRequest {
   query: string;
   /** Case-insensitive header lookup, like WHATWG `Headers.get` (repeated fields joined with `", "`). */
   headers: { get(name: string): string | null };
-  /** The raw body bytes, read once and cached; the handler can still read the body afterwards. */
-  body(): Promise<Uint8Array>;
+  /**
+   * The raw body bytes, read once and cached; the handler can still read the body afterwards. With
+   * `maxBytes`, rejects with `IdempotencyRequestTooLargeError` as soon as more than `maxBytes` bytes arrive,
+   * so an oversized body is never buffered whole (the engine passes its `maxRequestBytes`).
+   */
+  body(maxBytes?: number): Promise<Uint8Array>;
   /** The framework's own request or context (Express `req`, Hono `c`, Koa `ctx`), for scope functions. */
   native: unknown;
 }

@@ -4,9 +4,10 @@ import {
   decodeResponse,
   type IdempotencyEvent,
   type IdempotencyOptions,
+  IdempotencyRequestTooLargeError,
   PROBLEM_TYPES,
 } from "../src/index.js";
-import { type Handler, send } from "./harness.js";
+import { type Handler, neutralRequest, send } from "./harness.js";
 import { deferred, InstrumentedStore } from "./support.js";
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -464,5 +465,100 @@ describe("replayHeaders", () => {
   it("deny wins over allow for the same header", async () => {
     const headers = await replayedHeaders({ replayHeaders: { allow: ["set-cookie"], deny: ["set-cookie"] } });
     expect(headers["set-cookie"]).toBeUndefined();
+  });
+});
+
+describe("maxRequestBytes", () => {
+  it("answers 413 problem+json to a declared Content-Length above the limit, without reading the body", async () => {
+    const idempotency = engine({ maxRequestBytes: 10 });
+    const handler = created();
+    const request = neutralRequest({ key: "k", body: "x".repeat(11), headers: { "content-length": "11" } });
+    const decision = await idempotency.handle(request);
+    expect(decision.action).toBe("respond");
+    if (decision.action !== "respond") return;
+    expect(decision.response.status).toBe(413);
+    expect(JSON.parse(Buffer.from(decision.response.body).toString())).toEqual({
+      type: PROBLEM_TYPES.requestTooLarge,
+      title: "Request too large",
+      status: 413,
+      detail:
+        "Requests with an Idempotency-Key may carry at most 10 bytes of body here; this one carries more. " +
+        "Send a smaller body, or ask the service to raise its limit.",
+    });
+    expect(request.bodyReads).toBe(0);
+    expect(handler.runs).toBe(0);
+    expect(store.totalCalls).toBe(0);
+  });
+
+  it("passes the limit to the binding's reader, and refuses a longer body it returns anyway", async () => {
+    const idempotency = engine({ maxRequestBytes: 10 });
+    const limits: Array<number | undefined> = [];
+    const request = neutralRequest({ key: "k", body: "x".repeat(11) });
+    const read = request.body;
+    request.body = (maxBytes?: number) => {
+      limits.push(maxBytes);
+      return read(maxBytes);
+    };
+    const decision = await idempotency.handle(request);
+    expect(limits).toEqual([10]);
+    expect(decision.action === "respond" && decision.response.status).toBe(413);
+    expect(store.totalCalls).toBe(0);
+  });
+
+  it("turns a reader's IdempotencyRequestTooLargeError into 413", async () => {
+    const idempotency = engine({ maxRequestBytes: 4 });
+    const request = neutralRequest({ key: "k" });
+    request.body = async (maxBytes?: number) => {
+      throw new IdempotencyRequestTooLargeError(maxBytes ?? 0);
+    };
+    const decision = await idempotency.handle(request);
+    expect(decision.action === "respond" && decision.response.status).toBe(413);
+  });
+
+  it("accepts a body of exactly the limit, and never reads the body with fingerprint: false", async () => {
+    const exact = await send(engine({ maxRequestBytes: 10 }), { key: "k", body: "x".repeat(10) }, created());
+    expect(exact.response.status).toBe(201);
+    const request = neutralRequest({ key: "k2", body: "x".repeat(100) });
+    const decision = await engine({ maxRequestBytes: 10, fingerprint: false }).handle(request);
+    expect(decision.action).toBe("execute");
+    expect(request.bodyReads).toBe(0);
+    if (decision.action === "execute") await decision.execution.abandon();
+  });
+});
+
+describe("mounted twice", () => {
+  it("passes a request through an engine when one already claimed the same framework request", async () => {
+    const outer = engine();
+    const inner = engine({ methods: ["POST", "PUT"] });
+    const request = neutralRequest({ key: "k" });
+    const first = await outer.handle(request);
+    expect(first.action).toBe("execute");
+    expect((await inner.handle(request)).action).toBe("pass");
+    expect(store.calls.begin).toBe(1);
+    if (first.action === "execute") await first.execution.end(new Uint8Array([1]));
+  });
+
+  it("does not pass a request that an earlier engine let through unclaimed", async () => {
+    const outer = engine({ methods: ["POST"] });
+    const inner = engine({ methods: ["PUT"] });
+    const request = neutralRequest({ key: "k", method: "PUT" });
+    expect((await outer.handle(request)).action).toBe("pass");
+    const decision = await inner.handle(request);
+    expect(decision.action).toBe("execute");
+    if (decision.action === "execute") await decision.execution.abandon();
+  });
+});
+
+describe("bodyless replays", () => {
+  it("replays a 204 without Content-Length (RFC 9110 forbids it there)", async () => {
+    const idempotency = engine();
+    const handler = counted(async (res) => {
+      res.writeHead(204, { "x-done": "yes" });
+      await res.end();
+    });
+    await send(idempotency, { key: "k" }, handler);
+    const retry = await send(idempotency, { key: "k" }, handler);
+    expect(retry.response.status).toBe(204);
+    expect(retry.response.headers).toEqual({ "x-done": "yes", "idempotent-replayed": "true" });
   });
 });

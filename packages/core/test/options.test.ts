@@ -50,6 +50,7 @@ describe("options are validated at construction", () => {
     ["waitMs", { store, scope: "global", waitMs: "1s" }, /0 or more/],
     ["maxResponseBytes", { store, scope: "global", maxResponseBytes: 1.5 }, /whole number of bytes/],
     ["maxResponseBytes", { store, scope: "global", maxResponseBytes: "1mb" }, /whole number of bytes/],
+    ["maxRequestBytes", { store, scope: "global", maxRequestBytes: -1 }, /whole number of bytes/],
     ["storeTimeoutMs", { store, scope: "global", storeTimeoutMs: 0 }, /positive whole number/],
     ["storeTimeoutMs", { store, scope: "global", storeTimeoutMs: 30_000 }, /shorter than leaseMs \(30000\)/],
     ["failOpen", { store, scope: "global", failOpen: "yes" }, /true or false/],
@@ -102,6 +103,7 @@ describe("options are validated at construction", () => {
     expect(options.shouldStore).toBe(defaultShouldStore);
     expect(options.waitMs).toBe(0);
     expect(options.maxResponseBytes).toBe(1_048_576);
+    expect(options.maxRequestBytes).toBe(1_048_576);
     expect(options.storeTimeoutMs).toBe(2_000);
     expect(options.failOpen).toBe(false);
     expect([...options.unreplayedHeaders]).toEqual([
