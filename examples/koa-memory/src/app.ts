@@ -1,0 +1,51 @@
+import type { IdempotencyStore } from "@idempotency/core";
+import { idempotency, notStarted } from "@idempotency/koa";
+import { bodyParser } from "@koa/bodyparser";
+import Router from "@koa/router";
+import Koa from "koa";
+
+export interface Order {
+  id: number;
+  item: string;
+  quantity: number;
+}
+
+/**
+ * An orders API whose `POST /orders` is safe to retry: send an `Idempotency-Key` and a retry gets the stored
+ * response instead of creating a second order. Each tenant (`X-Tenant-Id`) has its own keys.
+ */
+export function createApp(store: IdempotencyStore) {
+  const orders = new Map<number, Order>();
+  const app = new Koa();
+  const router = new Router();
+
+  const guard = idempotency({
+    store,
+    scope: (request) => request.headers.get("x-tenant-id") ?? "public",
+    waitMs: 2_000, // a duplicate that arrives while the first runs waits for its result instead of a 409
+  });
+
+  router.post("/orders", guard, bodyParser(), async (ctx) => {
+    const { item, quantity = 1 } = (ctx.request.body ?? {}) as { item?: unknown; quantity?: unknown };
+    if (typeof item !== "string" || typeof quantity !== "number") {
+      notStarted(ctx); // nothing happened: a corrected retry with the same key may run
+      ctx.status = 400;
+      ctx.body = { error: 'send {"item": string, "quantity"?: number}' };
+      return;
+    }
+    const order: Order = { id: orders.size + 1, item, quantity };
+    orders.set(order.id, order);
+    ctx.status = 201;
+    ctx.set("Location", `/orders/${order.id}`);
+    ctx.body = order;
+  });
+
+  router.get("/orders/:id", (ctx) => {
+    const order = orders.get(Number(ctx.params.id));
+    ctx.status = order ? 200 : 404;
+    ctx.body = order ?? { error: "no such order" };
+  });
+
+  app.use(router.routes()).use(router.allowedMethods());
+  return { app, orders };
+}

@@ -1,0 +1,61 @@
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { MemoryStore } from "@idempotency/core";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createApp } from "../src/app.js";
+
+const { app, orders } = createApp(new MemoryStore());
+const server = app.listen(0, "127.0.0.1");
+let base = "";
+
+beforeAll(async () => {
+  if (!server.listening) await once(server, "listening");
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(() => {
+  server.close();
+});
+
+const post = (key: string, body: string, tenant = "acme") =>
+  fetch(`${base}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "idempotency-key": key, "x-tenant-id": tenant },
+    body,
+  });
+
+it("runs the README's curl session: create, replay, conflict, invalid body, other tenant", async () => {
+  const first = await post("order-1", '{"item":"apple","quantity":2}');
+  expect(first.status).toBe(201);
+  expect(first.headers.get("location")).toBe("/orders/1");
+  const created = await first.text();
+
+  const retry = await post("order-1", '{"item":"apple","quantity":2}');
+  expect(retry.status).toBe(201);
+  expect(retry.headers.get("idempotent-replayed")).toBe("true");
+  expect(await retry.text()).toBe(created);
+
+  expect((await post("order-1", '{"item":"pear"}')).status).toBe(422);
+
+  const invalid = await post("order-2", '{"quantity":2}');
+  expect(invalid.status).toBe(400);
+  const corrected = await post("order-2", '{"item":"plum"}'); // notStarted released the key
+  expect(corrected.status).toBe(201);
+
+  const otherTenant = await post("order-1", '{"item":"apple","quantity":2}', "globex");
+  expect(otherTenant.status).toBe(201);
+  expect(otherTenant.headers.get("idempotent-replayed")).toBeNull();
+
+  expect([...orders.values()].map((order) => order.item)).toEqual(["apple", "plum", "apple"]);
+});
+
+it("20 concurrent duplicates create one order; with waitMs every one gets the same response", async () => {
+  const before = orders.size;
+  const responses = await Promise.all(
+    Array.from({ length: 20 }, () => post("burst-1", '{"item":"melon"}', "burst")),
+  );
+  expect(orders.size).toBe(before + 1);
+  const bodies = await Promise.all(responses.map((response) => response.text()));
+  expect(responses.map((response) => response.status)).toEqual(Array(20).fill(201));
+  expect(new Set(bodies).size).toBe(1);
+});
