@@ -6,7 +6,7 @@ import {
 } from "@idempotency/core";
 import type { Middleware, Next } from "koa";
 import { captureResponse } from "./capture.js";
-import { type AnyContext, toIdempotencyRequest } from "./request.js";
+import { type AnyContext, translateRequest } from "./request.js";
 
 /** The execution of each claimed request, for `notStarted(ctx)`. */
 const executions = new WeakMap<object, Execution>();
@@ -48,8 +48,10 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       await next();
       return;
     }
-    const decision = await engine.handle(toIdempotencyRequest(ctx));
+    const { request, handOn } = translateRequest(ctx);
+    const decision = await engine.handle(request);
     if (decision.action === "pass") {
+      handOn();
       await next();
       return;
     }
@@ -59,6 +61,7 @@ export function idempotency(options: IdempotencyOptions): Middleware {
     }
     executions.set(ctx, decision.execution);
     captureResponse(ctx, decision.execution);
+    handOn();
     await next();
   } as Middleware;
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { Readable } from "node:stream";
+import { finished, Readable } from "node:stream";
 import { IdempotencyError, type IdempotencyRequest } from "@idempotency/core";
 import type { ParameterizedContext } from "koa";
 
@@ -8,17 +8,29 @@ export type AnyContext = ParameterizedContext<unknown, unknown, unknown>;
 
 const EMPTY = new Uint8Array(0);
 
+/** The neutral request of one Koa request, and how to hand the request on to the handler afterwards. */
+export interface TranslatedRequest {
+  request: IdempotencyRequest;
+  /**
+   * Before the handler runs: when the body was read from the stream for the fingerprint, `ctx.req` becomes a
+   * readable copy of it. Skipped for requests answered without running (replays, conflicts), which is most of
+   * a retry storm.
+   */
+  handOn(): void;
+}
+
 /**
  * Translates a Koa context into the engine's neutral request. The path is the concrete path the client asked
  * for, taken from `ctx.originalUrl`, so routers' prefixes and mounted sub-apps (which strip `ctx.path`) do
  * not change a record's identity.
  */
-export function toIdempotencyRequest(ctx: AnyContext): IdempotencyRequest {
+export function translateRequest(ctx: AnyContext): TranslatedRequest {
   const url = ctx.originalUrl ?? ctx.url;
   const queryAt = url.indexOf("?");
   let body: Promise<Uint8Array> | undefined;
   let values: Map<string, string[]> | undefined;
-  return {
+  let streamed: Buffer | undefined;
+  const request: IdempotencyRequest = {
     method: ctx.method.toUpperCase(),
     path: pathOf(queryAt === -1 ? url : url.slice(0, queryAt)),
     query: queryAt === -1 ? "" : url.slice(queryAt + 1),
@@ -30,10 +42,23 @@ export function toIdempotencyRequest(ctx: AnyContext): IdempotencyRequest {
       },
     },
     body: () => {
-      body ??= readBody(ctx);
+      body ??= readBody(ctx, (bytes) => {
+        streamed = bytes;
+      });
       return body;
     },
     native: ctx,
+  };
+  return {
+    request,
+    handOn() {
+      if (streamed === undefined) return;
+      const replay = replayOf(ctx.req, streamed);
+      streamed = undefined;
+      ctx.req = replay;
+      ctx.request.req = replay;
+      ctx.response.req = replay;
+    },
   };
 }
 
@@ -61,11 +86,11 @@ function pathOf(target: string): string {
 /**
  * The raw body bytes. A body parser that ran before this middleware consumed the stream: `@koa/bodyparser`
  * keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with `patchNode`); other parsers
- * leave only what they parsed (`ctx.request.body`: text as UTF-8, anything else re-serialised as JSON, as the
- * Express binding does). Otherwise the stream is read here and `ctx.req` is replaced by a replay of the same bytes, so a body parser or handler
- * after this middleware reads the body as if nothing had touched it.
+ * leave only what they parsed (`ctx.request.body`: text as UTF-8, anything else re-serialised as JSON, as
+ * the Express binding does). Otherwise the stream is read here, and `fromStream` receives the bytes so the
+ * request can be handed on readable.
  */
-async function readBody(ctx: AnyContext): Promise<Uint8Array> {
+async function readBody(ctx: AnyContext, fromStream: (bytes: Buffer) => void): Promise<Uint8Array> {
   const parsed = (ctx.request as { rawBody?: unknown }).rawBody ?? (ctx.req as { rawBody?: unknown }).rawBody;
   if (typeof parsed === "string") return Buffer.from(parsed, "utf8");
   if (parsed instanceof Uint8Array) return parsed;
@@ -81,19 +106,31 @@ async function readBody(ctx: AnyContext): Promise<Uint8Array> {
     throw new IdempotencyError(
       "ERR_IDEMPOTENCY_BODY_CONSUMED",
       "The request body was already read before idempotency() ran, and neither a raw copy " +
-        "(ctx.request.rawBody) nor a parsed body (ctx.request.body) was kept, so it cannot be fingerprinted. Mount idempotency() before the middleware " +
-        "that reads the body, use @koa/bodyparser (it keeps ctx.request.rawBody), or pass a `fingerprint` " +
-        "option that does not need the body.",
+        "(ctx.request.rawBody) nor a parsed body (ctx.request.body) was kept, so it cannot be " +
+        "fingerprinted. Mount idempotency() before the middleware that reads the body, use " +
+        "@koa/bodyparser (it keeps ctx.request.rawBody), or pass a `fingerprint` option that does not " +
+        "need the body.",
     );
   }
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  const bytes = Buffer.concat(chunks);
-  const replay = replayOf(req, bytes);
-  ctx.req = replay;
-  ctx.request.req = replay;
-  ctx.response.req = replay;
+  const bytes = await readAll(req);
+  fromStream(bytes);
   return bytes;
+}
+
+function readAll(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const onData = (chunk: Buffer | string) => {
+      chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+    };
+    req.on("data", onData);
+    req.resume(); // also when an earlier middleware paused it
+    finished(req, { writable: false }, (error) => {
+      req.off("data", onData);
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks));
+    });
+  });
 }
 
 /** Whether the request announced a body (a non-zero `Content-Length`, or `Transfer-Encoding`). */
