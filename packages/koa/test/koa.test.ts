@@ -215,6 +215,28 @@ for (const [major, KoaApp] of [
       );
 
       it(
+        "reads the body also when an earlier middleware paused the request stream",
+        async () => {
+          const { options } = setup();
+          const app = newApp();
+          app.use(async (ctx, next) => {
+            ctx.req.pause();
+            await next();
+          });
+          app.use(idempotency(options)).use(bodyParser());
+          app.use(async (ctx) => {
+            ctx.body = ctx.request.body;
+          });
+          const { url } = await start(app);
+          const first = await httpRequest(`${url}/p`, { key: "k-paused", json: ORDER });
+          const replay = await httpRequest(`${url}/p`, { key: "k-paused", json: ORDER });
+          expect(first.json()).toEqual({ item: "apple", qty: 2 });
+          expect(replay.headers["idempotent-replayed"]).toBe("true");
+        },
+        TIMEOUT,
+      );
+
+      it(
         "keeps each request's body apart on one keep-alive connection",
         async () => {
           const { options } = setup();
