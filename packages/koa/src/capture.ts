@@ -29,6 +29,8 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   let ending = false;
   /** The execution is over without `end` (abandoned): everything passes through untouched. */
   let abandoned = false;
+  /** The end is being sent: Node's own calls pass through (HTTP/2's `end` calls `this.write`). */
+  let sending = false;
   let clientGone = false;
 
   const head = (status: number, extra?: unknown) => {
@@ -52,7 +54,7 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   };
 
   res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
-    if (abandoned) return write.call(this, chunk, ...rest);
+    if (abandoned || sending) return write.call(this, chunk, ...rest);
     if (ending) {
       // Written after end() while the end waits for the store: refused, as Node refuses a write after end.
       const { callback } = chunkArgs(chunk, rest);
@@ -77,7 +79,7 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   } as ServerResponse["write"];
 
   res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]): ServerResponse {
-    if (abandoned) return end.call(this, chunk, ...rest);
+    if (abandoned || sending) return end.call(this, chunk, ...rest);
     let args = rest;
     let body = chunk;
     if (typeof body === "function") {
@@ -96,6 +98,7 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
       .end(bytes.length > 0 ? bytes : undefined)
       .catch(() => new Uint8Array(0))
       .then((remaining) => {
+        sending = true;
         end.call(res, remaining.length > 0 ? remaining : undefined, callback);
       });
     return this;

@@ -1,5 +1,10 @@
 import { request as rawRequest } from "node:http";
-import { connect } from "node:net";
+import {
+  connect as connectHttp2,
+  createServer as createHttp2Server,
+  constants as http2Constants,
+} from "node:http2";
+import { type AddressInfo, connect } from "node:net";
 import { Readable } from "node:stream";
 import { createGzip, gunzipSync } from "node:zlib";
 import { httpRequest, openRequest, TableStore } from "@idempotency/binding-tests";
@@ -871,6 +876,90 @@ for (const [major, KoaApp] of [
           expect((await httpRequest(`${url}/x`, { json: ORDER })).text()).toBe("POST ok");
           expect((await httpRequest(`${url}/x`, { method: "PUT", key: "k-put" })).text()).toBe("PUT ok");
           expect(store.totalCalls).toBe(0);
+        },
+        TIMEOUT,
+      );
+    });
+
+    describe("HTTP/2", () => {
+      it(
+        "captures, replays and survives a cancelled stream over node:http2's compatibility API",
+        async () => {
+          const { options, events } = setup();
+          const app = newApp().use(idempotency(options)).use(bodyParser());
+          let release!: () => void;
+          const gate = new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            if (ctx.path === "/slow") await gate;
+            if (ctx.path === "/chunks") {
+              ctx.type = "text/plain";
+              ctx.body = Readable.from(["a", "b", "c"]);
+              return;
+            }
+            ctx.status = 201;
+            ctx.body = { run: runs, got: ctx.request.body };
+          });
+          const server = createHttp2Server(app.callback());
+          await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+          const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+          try {
+            const send = (path: string, key: string, body?: string) => {
+              const stream = client.request({
+                ":method": "POST",
+                ":path": path,
+                "content-type": "application/json",
+                "idempotency-key": key,
+              });
+              const response = new Promise<{ status: unknown; replayed: unknown; text: string }>(
+                (resolve, reject) => {
+                  let head: Record<string, unknown> = {};
+                  const chunks: Buffer[] = [];
+                  stream.on("response", (headers) => {
+                    head = headers;
+                  });
+                  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+                  stream.on("error", reject);
+                  stream.on("end", () =>
+                    resolve({
+                      status: head[":status"],
+                      replayed: head["idempotent-replayed"],
+                      text: Buffer.concat(chunks).toString(),
+                    }),
+                  );
+                },
+              );
+              stream.end(body);
+              return { stream, response };
+            };
+            const first = await send("/orders", "k-h2", ORDER).response;
+            const replay = await send("/orders", "k-h2", ORDER).response;
+            const other = await send("/orders", "k-h2", '{"item":"pear"}').response;
+            expect(first).toEqual({ status: 201, replayed: undefined, text: `{"run":1,"got":${ORDER}}` });
+            expect(replay).toEqual({ status: 201, replayed: "true", text: first.text });
+            expect(other.status).toBe(422);
+            const chunks = await send("/chunks", "k-h2-chunks").response;
+            const chunksAgain = await send("/chunks", "k-h2-chunks").response;
+            expect(chunks).toEqual({ status: 200, replayed: undefined, text: "abc" });
+            expect(chunksAgain).toEqual({ status: 200, replayed: "true", text: "abc" });
+
+            const cancelled = send("/slow", "k-h2-gone");
+            cancelled.response.catch(() => {});
+            await until(() => runs === 3);
+            cancelled.stream.close(http2Constants.NGHTTP2_CANCEL);
+            await until(() => cancelled.stream.closed);
+            release();
+            await until(() => events.filter((e) => e.type === "completed").length === 3);
+            const retry = await send("/slow", "k-h2-gone").response;
+            expect(retry).toEqual({ status: 201, replayed: "true", text: '{"run":3,"got":{}}' });
+            expect(runs).toBe(3);
+          } finally {
+            client.close();
+            await new Promise((resolve) => server.close(resolve));
+          }
         },
         TIMEOUT,
       );
