@@ -649,7 +649,7 @@ for (const [major, KoaApp] of [
       );
 
       it(
-        "releases the claim when a streamed body fails mid-way and the connection ends",
+        "releases the claim at once when a streamed body fails mid-way",
         async () => {
           const { options, events } = setup();
           const app = newApp().use(idempotency(options));
@@ -670,11 +670,10 @@ for (const [major, KoaApp] of [
           const { url } = await start(app);
           const pending = openRequest(`${url}/file`, { key: "k-cut" });
           pending.response.catch(() => {});
-          // Koa 3 destroys the response; on Koa 2 it stays open until the client gives up.
-          await until(() => runs === 1);
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          pending.destroy();
+          // Koa 3 destroys the response; on Koa 2 it stays open until the client gives up. The claim is
+          // released at once on both.
           await until(() => events.some((e) => e.type === "released"));
+          pending.destroy();
           expect(events.find((e) => e.type === "released")).toMatchObject({ reason: "no-response" });
           const retry = openRequest(`${url}/file`, { key: "k-cut" });
           retry.response.catch(() => {});
