@@ -43,11 +43,6 @@ const executions = new WeakMap<object, Execution>();
 export function idempotency(options: IdempotencyOptions): Middleware {
   const engine = createIdempotency(options);
   return async function idempotencyMiddleware(ctx: AnyContext, next: Next): Promise<void> {
-    // Mounted twice on one request's way (app-wide and on a route): the one that claimed it decides.
-    if (executions.has(ctx)) {
-      await next();
-      return;
-    }
     const { request, handOn } = translateRequest(ctx);
     const decision = await engine.handle(request);
     if (decision.action === "pass") {

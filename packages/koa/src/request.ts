@@ -1,6 +1,10 @@
 import type { IncomingMessage } from "node:http";
 import { finished, Readable } from "node:stream";
-import { IdempotencyError, type IdempotencyRequest } from "@idempotency/core";
+import {
+  IdempotencyError,
+  type IdempotencyRequest,
+  IdempotencyRequestTooLargeError,
+} from "@idempotency/core";
 import type { ParameterizedContext } from "koa";
 
 /** Any Koa context: Koa 2 or 3, with or without a router's or the application's own context type. */
@@ -41,8 +45,8 @@ export function translateRequest(ctx: AnyContext): TranslatedRequest {
         return values.get(name.toLowerCase())?.join(", ") ?? null;
       },
     },
-    body: () => {
-      body ??= readBody(ctx, (bytes) => {
+    body: (maxBytes?: number) => {
+      body ??= readBody(ctx, maxBytes ?? Number.POSITIVE_INFINITY, (bytes) => {
         streamed = bytes;
       });
       return body;
@@ -90,7 +94,11 @@ function pathOf(target: string): string {
  * the Express binding does). Otherwise the stream is read here, and `fromStream` receives the bytes so the
  * request can be handed on readable.
  */
-async function readBody(ctx: AnyContext, fromStream: (bytes: Buffer) => void): Promise<Uint8Array> {
+async function readBody(
+  ctx: AnyContext,
+  maxBytes: number,
+  fromStream: (bytes: Buffer) => void,
+): Promise<Uint8Array> {
   const parsed = (ctx.request as { rawBody?: unknown }).rawBody ?? (ctx.req as { rawBody?: unknown }).rawBody;
   if (typeof parsed === "string") return Buffer.from(parsed, "utf8");
   if (parsed instanceof Uint8Array) return parsed;
@@ -112,24 +120,39 @@ async function readBody(ctx: AnyContext, fromStream: (bytes: Buffer) => void): P
         "need the body.",
     );
   }
-  const bytes = await readAll(req);
+  const bytes = await readAll(req, maxBytes);
   fromStream(bytes);
   return bytes;
 }
 
-function readAll(req: IncomingMessage): Promise<Buffer> {
+/**
+ * Reads the request stream to its end, or rejects with `IdempotencyRequestTooLargeError` as soon as more than
+ * `maxBytes` arrived: the rest then flows on unread (Node discards it), so an oversized body is never
+ * buffered and a keep-alive connection still reaches its next request.
+ */
+function readAll(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let received = 0;
+    let settled = false;
+    let cleanup: (() => void) | undefined;
+    const settle = (error?: Error | null) => {
+      if (settled) return;
+      settled = true;
+      req.off("data", onData);
+      cleanup?.();
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks));
+    };
     const onData = (chunk: Buffer | string) => {
-      chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+      const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      received += bytes.length;
+      if (received > maxBytes) settle(new IdempotencyRequestTooLargeError(maxBytes));
+      else chunks.push(bytes);
     };
     req.on("data", onData);
     req.resume(); // also when an earlier middleware paused it
-    finished(req, { writable: false }, (error) => {
-      req.off("data", onData);
-      if (error) reject(error);
-      else resolve(Buffer.concat(chunks));
-    });
+    cleanup = finished(req, { writable: false }, settle);
   });
 }
 

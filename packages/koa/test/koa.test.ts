@@ -242,6 +242,62 @@ for (const [major, KoaApp] of [
       );
 
       it(
+        "answers 413 for a body over maxRequestBytes without buffering it, and the connection goes on",
+        async () => {
+          const { options, store } = setup({ maxRequestBytes: 1024 });
+          const app = newApp().use(idempotency(options)).use(bodyParser());
+          let runs = 0;
+          app.use(async (ctx) => {
+            runs++;
+            ctx.body = ctx.request.body;
+          });
+          const { url } = await start(app);
+          const { Agent } = await import("node:http");
+          const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+          const post = (key: string, chunks: string[]) =>
+            new Promise<{ status?: number; text: string; socket: unknown }>((resolve, reject) => {
+              // No Content-Length: the body is chunked, so only reading it can tell its size.
+              const req = rawRequest(
+                `${url}/big`,
+                {
+                  method: "POST",
+                  agent,
+                  headers: { "idempotency-key": key, "content-type": "application/json" },
+                },
+                (res) => {
+                  const received: Buffer[] = [];
+                  res.on("data", (chunk: Buffer) => received.push(chunk));
+                  res.on("end", () =>
+                    resolve({
+                      status: res.statusCode,
+                      text: Buffer.concat(received).toString(),
+                      socket: req.socket,
+                    }),
+                  );
+                },
+              );
+              req.on("error", reject);
+              // The first chunk alone is over the limit: the answer comes before the rest is even sent.
+              const [head = "", ...tail] = chunks;
+              req.write(head);
+              if (head.length > 1024) req.once("response", () => req.end(tail.join("")));
+              else req.end(tail.join(""));
+            });
+          const big = await post("k-big", [`{"pad":"${"x".repeat(2000)}`, `${"y".repeat(2000)}"}`]);
+          const small = await post("k-small", ['{"item":', '"apple"}']);
+          agent.destroy();
+          expect(big.status).toBe(413);
+          expect((JSON.parse(big.text) as { type: string }).type).toBe(PROBLEM_TYPES.requestTooLarge);
+          expect(small.status).toBe(200);
+          expect(small.text).toBe('{"item":"apple"}');
+          expect(small.socket).toBe(big.socket);
+          expect(runs).toBe(1);
+          expect(store.calls.begin).toBe(1);
+        },
+        TIMEOUT,
+      );
+
+      it(
         "keeps each request's body apart on one keep-alive connection",
         async () => {
           const { options } = setup();
