@@ -70,6 +70,31 @@ for (const [major, KoaApp] of MAJORS) {
       );
 
       it(
+        "reads the stream itself when @koa/bodyparser ran first but skipped the content type",
+        async () => {
+          const { options } = setup();
+          const app = newApp().use(bodyParser()).use(idempotency(options));
+          const seen: Buffer[] = [];
+          app.use(async (ctx) => {
+            const chunks: Buffer[] = [];
+            for await (const chunk of ctx.req) chunks.push(chunk as Buffer);
+            seen.push(Buffer.concat(chunks));
+            ctx.body = { parsed: ctx.request.body, bytes: seen.at(-1)?.length };
+          });
+          const { url } = await start(app);
+          const csv = { key: "k-csv", headers: { "content-type": "text/csv" }, body: "a,b\n1,2\n" };
+          const first = await httpRequest(`${url}/import`, csv);
+          const replay = await httpRequest(`${url}/import`, csv);
+          const other = await httpRequest(`${url}/import`, { ...csv, body: "a,b\n1,3\n" });
+          expect(first.json()).toEqual({ parsed: {}, bytes: 8 });
+          expect(seen.map((bytes) => bytes.toString())).toEqual(["a,b\n1,2\n"]);
+          expect(replay.headers["idempotent-replayed"]).toBe("true");
+          expect(other.status).toBe(422);
+        },
+        TIMEOUT,
+      );
+
+      it(
         "fingerprints the same body the same with the body parser before it, after it, or absent",
         async () => {
           const { options } = setup();
