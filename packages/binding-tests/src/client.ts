@@ -24,6 +24,8 @@ export interface HttpRequestInit {
   json?: string;
   /** A raw body (set `content-type` in `headers` yourself). */
   body?: string | Uint8Array;
+  /** Send the body with `Transfer-Encoding: chunked`, in two writes, instead of a `Content-Length`. */
+  chunked?: boolean;
   /** Called synchronously the moment the response's last byte has arrived, before the promise settles. */
   onEnd?: () => void;
 }
@@ -56,7 +58,7 @@ export function openRequest(url: string, init: HttpRequestInit = {}): OpenReques
   }
   const method = init.method ?? "POST";
   if (body === undefined && method !== "GET" && method !== "HEAD") body = new Uint8Array(0);
-  if (body !== undefined) headers["content-length"] = String(body.length);
+  if (body !== undefined && !init.chunked) headers["content-length"] = String(body.length);
   if (init.key !== undefined) headers["idempotency-key"] = init.key;
 
   let destroy: () => void = () => {};
@@ -84,7 +86,13 @@ export function openRequest(url: string, init: HttpRequestInit = {}): OpenReques
     });
     req.on("error", reject);
     destroy = () => req.destroy();
-    req.end(body);
+    if (init.chunked && body !== undefined && body.length > 1) {
+      const half = Math.floor(body.length / 2);
+      req.write(body.subarray(0, half));
+      req.end(body.subarray(half));
+    } else {
+      req.end(body);
+    }
   });
   return { response, destroy: () => destroy() };
 }

@@ -443,6 +443,7 @@ export function describeBindingBehaviour(
             expect(replay.status).toBe(204);
             expect(replay.body.length).toBe(0);
             expect(replay.headers["idempotent-replayed"]).toBe("true");
+            expect(replay.headers["content-length"]).toBeUndefined(); // RFC 9110 §8.6: none on a 204
             expect(t.hooks.count("empty")).toBe(1);
           },
           timeout,
@@ -713,6 +714,28 @@ export function describeBindingBehaviour(
             expectReplayOf(waited, original);
             expect(waited.text()).toBe('{"slow":1}');
             expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "answers 413 problem+json to a body above maxRequestBytes, declared or chunked, before any store call",
+          async () => {
+            const t = await start({ maxRequestBytes: 1_000 });
+            const item = "x".repeat(1_000);
+            const declared = await t.send("/orders", { key: "k-413a", json: `{"item":"${item}"}` });
+            expectProblem(declared, 413, PROBLEM_TYPES.requestTooLarge);
+            const chunked = await t.send("/orders", {
+              key: "k-413b",
+              json: `{"item":"${item}"}`,
+              chunked: true,
+            });
+            expectProblem(chunked, 413, PROBLEM_TYPES.requestTooLarge);
+            expect(t.store.totalCalls).toBe(0);
+            expect(t.hooks.count("orders")).toBe(0);
+            const small = await t.send("/orders", { key: "k-413c", json: ORDER, chunked: true });
+            expect(small.status).toBe(201);
+            expect(t.hooks.count("orders")).toBe(1);
           },
           timeout,
         );

@@ -120,6 +120,7 @@ export interface Idempotency {
 }
 
 const PASS: Decision = { action: "pass" };
+const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
 const BODYLESS_STATUS = (status: number) => status < 200 || status === 204 || status === 304;
 const EMPTY = new Uint8Array(0);
 /** `complete` is tried this many times before the engine gives up and lets the lease expire. */
@@ -264,8 +265,9 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     try {
       [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
     } catch (error) {
-      if (!(error instanceof IdempotencyRequestTooLargeError)) throw error;
-      return respond(problems.requestTooLarge(headerName, error.limit));
+      // By code, not class: a binding may load another build of this module (ESM and CJS copies differ).
+      if ((error as { code?: unknown } | null)?.code !== TOO_LARGE) throw error;
+      return respond(problems.requestTooLarge(headerName, resolved.maxRequestBytes));
     }
     const key = identityKey(scope, request.method, request.path, parsed.key);
     const base = eventBase(key, request.method, request.path, startedAt);

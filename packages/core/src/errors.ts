@@ -191,3 +191,22 @@ export class IdempotencyRequestTooLargeError extends IdempotencyError {
     this.limit = limit;
   }
 }
+
+/**
+ * Thrown by a binding's `body()` when the request body was read before the idempotency middleware ran and no
+ * copy of it (raw or parsed) was kept, so it cannot be fingerprinted. A configuration error: mount the
+ * middleware before the body parser, keep the raw body, or use a `fingerprint` that does not need it.
+ *
+ * @example
+ * ```ts
+ * throw new IdempotencyBodyConsumedError("Mount idempotency() before the middleware that reads the body.");
+ * ```
+ */
+export class IdempotencyBodyConsumedError extends IdempotencyError {
+  constructor(hint: string) {
+    super(
+      "ERR_IDEMPOTENCY_BODY_CONSUMED",
+      `The request body was already read before the idempotency middleware ran, and no copy of it was kept, so it cannot be fingerprinted. ${hint} Or pass a \`fingerprint\` option that does not need the body.`,
+    );
+  }
+}

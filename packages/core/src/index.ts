@@ -9,6 +9,7 @@ export {
   type RunOptions,
 } from "./engine.js";
 export {
+  IdempotencyBodyConsumedError,
   IdempotencyError,
   IdempotencyInProgressError,
   IdempotencyInvalidKeyError,

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
-import { finished, Readable, type ReadableOptions } from "node:stream";
-import type { IdempotencyRequest } from "@idempotency/core";
+import { Readable, type ReadableOptions } from "node:stream";
+import { IdempotencyBodyConsumedError, type IdempotencyRequest } from "@idempotency/core";
+import { declaresBody, nodeHeaders, readNodeBody, splitRequestTarget } from "@idempotency/core/node";
 
 /** The Express request fields this binding reads; plain Node requests work too. */
 export interface ExpressRequestLike extends IncomingMessage {
@@ -12,78 +13,48 @@ export interface ExpressRequestLike extends IncomingMessage {
 /** Translates an Express request into the engine's neutral request. */
 export function neutralRequest(req: ExpressRequestLike): IdempotencyRequest {
   // originalUrl keeps the mount path (app.use("/api", router)); req.url is relative to the router.
-  const target = req.originalUrl ?? req.url ?? "/";
-  const queryAt = target.indexOf("?");
+  const { path, query } = splitRequestTarget(req.originalUrl ?? req.url ?? "/");
   let cached: Promise<Uint8Array> | undefined;
-  let headerValues: Map<string, string[]> | undefined;
   return {
     method: (req.method ?? "GET").toUpperCase(),
-    path: queryAt === -1 ? target : target.slice(0, queryAt),
-    query: queryAt === -1 ? "" : target.slice(queryAt + 1),
-    headers: {
-      get(name) {
-        // From the raw fields: Node keeps only the first of some duplicated headers, WHATWG Headers joins all.
-        headerValues ??= indexRawHeaders(req.rawHeaders);
-        return headerValues.get(name.toLowerCase())?.join(", ") ?? null;
-      },
-    },
-    body: () => {
-      cached ??= requestBody(req);
+    path,
+    query,
+    // From the raw fields: Node keeps only the first of some duplicated headers, WHATWG Headers joins all.
+    headers: nodeHeaders(req.rawHeaders),
+    body: (maxBytes?: number) => {
+      cached ??= requestBody(req, maxBytes);
       return cached;
     },
     native: req,
   };
 }
 
-function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
-  const values = new Map<string, string[]>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    const list = values.get(name);
-    if (list) list.push(raw[i + 1] as string);
-    else values.set(name, [raw[i + 1] as string]);
-  }
-  return values;
-}
-
 /**
  * The raw request body. Unread: read it, then make the stream readable again for later body parsers and
  * handlers. Already consumed by a body parser: the bytes it kept (`req.rawBody` from a `verify` hook, or the
- * `Buffer` of `express.raw()`), else the parsed body (text as UTF-8, JSON re-serialised).
+ * `Buffer` of `express.raw()`), else the parsed body (text as UTF-8, JSON re-serialised), else an
+ * `IdempotencyBodyConsumedError` (a body was announced, but nothing kept it).
  */
-async function requestBody(req: ExpressRequestLike): Promise<Uint8Array> {
+async function requestBody(req: ExpressRequestLike, maxBytes?: number): Promise<Uint8Array> {
   if (isBytes(req.rawBody)) return req.rawBody;
   if (!req.readableDidRead && !req.readableEnded && !req.destroyed) {
-    const bytes = await readAll(req);
+    const bytes = await readNodeBody(req, maxBytes);
     rearm(req, bytes);
     return bytes;
   }
   const body = req.body;
   if (isBytes(body)) return body;
   if (typeof body === "string") return Buffer.from(body, "utf8");
-  if (body === undefined || body === null) return new Uint8Array(0);
-  return Buffer.from(JSON.stringify(body), "utf8");
+  if (body !== undefined && body !== null) return Buffer.from(JSON.stringify(body), "utf8");
+  if (!declaresBody(req)) return new Uint8Array(0);
+  throw new IdempotencyBodyConsumedError(
+    "Mount idempotency() before the middleware that reads the body, or keep the raw body as req.rawBody " +
+      "(e.g. express.json({ verify: (req, res, buf) => { req.rawBody = buf } })).",
+  );
 }
 
 function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
-}
-
-function readAll(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const onData = (chunk: Buffer | string) => {
-      chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-    };
-    req.on("data", onData);
-    req.resume(); // also when an earlier middleware paused it
-    // Settles after 'close' when the stream auto-destroys, so rearm() never races the destroy.
-    finished(req, { writable: false }, (error) => {
-      req.off("data", onData);
-      if (error) reject(error);
-      else resolve(Buffer.concat(chunks));
-    });
-  });
 }
 
 /**

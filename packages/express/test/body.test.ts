@@ -291,4 +291,40 @@ describe.each([
     const res = await httpRequest(`${running.url}/untouched`, { key: "k-untouched", json: '{"a":1}' });
     expect(res.json()).toEqual({ didRead: false, flowing: null });
   });
+
+  it("refuses with IdempotencyBodyConsumedError when an earlier middleware read the body and kept nothing", async () => {
+    const { options, events } = recordingOptions();
+    const app = lib();
+    const errors: unknown[] = [];
+    app.use(async (req, _res, next) => {
+      for await (const _chunk of req) {
+        // drains the stream and keeps nothing, as a logging or signature middleware might
+      }
+      next();
+    });
+    app.post("/consumed", idempotency(options), (_req, res) => {
+      res.status(201).send("never");
+    });
+    app.use(
+      (
+        error: unknown,
+        _req: unknown,
+        res: { status(n: number): { send(t: string): void } },
+        _next: unknown,
+      ) => {
+        errors.push(error);
+        res.status(500).send("handled");
+      },
+    );
+    const running = await listen(app);
+    closers.push(running.close);
+    const res = await httpRequest(`${running.url}/consumed`, { key: "k-consumed", json: '{"a":1}' });
+    expect([res.status, res.text()]).toEqual([500, "handled"]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ code: "ERR_IDEMPOTENCY_BODY_CONSUMED" });
+    expect((errors[0] as Error).message).toContain(
+      "Mount idempotency() before the middleware that reads the body",
+    );
+    expect(events).toEqual([]); // nothing was claimed
+  });
 });

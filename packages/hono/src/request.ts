@@ -1,4 +1,8 @@
-import type { IdempotencyRequest } from "@idempotency/core";
+import {
+  IdempotencyBodyConsumedError,
+  type IdempotencyRequest,
+  IdempotencyRequestTooLargeError,
+} from "@idempotency/core";
 import type { Context } from "hono";
 
 /**
@@ -15,8 +19,8 @@ export function toIdempotencyRequest(c: Context): IdempotencyRequest {
     path,
     query,
     headers: raw.headers,
-    body: () => {
-      body ??= readBody(c);
+    body: (maxBytes?: number) => {
+      body ??= readBody(c, maxBytes ?? Number.POSITIVE_INFINITY);
       return body;
     },
     native: c,
@@ -38,17 +42,43 @@ export function splitUrl(url: string): { path: string; query: string } {
 /**
  * Reads the body bytes without taking them from the handler. An unread body is read from a clone, so the
  * handler can still use `c.req.json()` and friends and also `c.req.raw` (for libraries that take a
- * `Request`). A body an earlier middleware already read through `c.req` is taken from Hono's body cache.
+ * `Request`); reading stops past `maxBytes`, so at most that much is ever buffered. A body an earlier
+ * middleware already read through `c.req` is taken from Hono's body cache.
  */
-async function readBody(c: Context): Promise<Uint8Array> {
+async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
   const raw = c.req.raw;
-  if (!raw.bodyUsed) return new Uint8Array(await raw.clone().arrayBuffer());
+  if (!raw.bodyUsed) return readLimited(raw.clone(), maxBytes);
   if (Object.keys(c.req.bodyCache).length === 0) {
-    throw new TypeError(
-      "@idempotency/hono cannot fingerprint the request body: something read it through c.req.raw before the " +
-        "idempotency middleware ran. Mount idempotency() before that middleware, or read the body with " +
-        "c.req.json() / c.req.text() / c.req.arrayBuffer(), which Hono caches.",
+    throw new IdempotencyBodyConsumedError(
+      "Something read it through c.req.raw first: mount idempotency() before that middleware, or read the " +
+        "body with c.req.json() / c.req.text() / c.req.arrayBuffer(), which Hono caches.",
     );
   }
   return new Uint8Array(await c.req.arrayBuffer());
+}
+
+/** The whole body of `request`, or `IdempotencyRequestTooLargeError` as soon as more than `maxBytes` arrived. */
+async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    received += value.byteLength;
+    if (received > maxBytes) {
+      await reader.cancel();
+      throw new IdempotencyRequestTooLargeError(maxBytes);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const body = new Uint8Array(received);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
 }

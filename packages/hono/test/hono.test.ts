@@ -3,7 +3,12 @@ import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
-import { type IdempotencyOptions, IdempotencyOptionsError, MemoryStore } from "@idempotency/core";
+import {
+  IdempotencyBodyConsumedError,
+  type IdempotencyOptions,
+  IdempotencyOptionsError,
+  MemoryStore,
+} from "@idempotency/core";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { compress } from "hono/compress";
@@ -132,8 +137,9 @@ describe("request body", () => {
     const response = await send(server, { path: "/orders", key: "k", body: "x" });
     expect(response.status).toBe(500);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toBeInstanceOf(TypeError);
-    expect(errors[0]?.message).toContain("Mount idempotency() before that middleware");
+    expect(errors[0]).toBeInstanceOf(IdempotencyBodyConsumedError);
+    expect(errors[0]).toMatchObject({ code: "ERR_IDEMPOTENCY_BODY_CONSUMED" });
+    expect(errors[0]?.message).toContain("mount idempotency() before that middleware");
   });
 });
 

@@ -1,10 +1,7 @@
 import type { IncomingMessage } from "node:http";
-import { finished, Readable } from "node:stream";
-import {
-  IdempotencyError,
-  type IdempotencyRequest,
-  IdempotencyRequestTooLargeError,
-} from "@idempotency/core";
+import { Readable } from "node:stream";
+import { IdempotencyBodyConsumedError, type IdempotencyRequest } from "@idempotency/core";
+import { declaresBody, nodeHeaders, readNodeBody, splitRequestTarget } from "@idempotency/core/node";
 import type { ParameterizedContext } from "koa";
 
 /** Any Koa context: Koa 2 or 3, with or without a router's or the application's own context type. */
@@ -29,22 +26,15 @@ export interface TranslatedRequest {
  * not change a record's identity.
  */
 export function translateRequest(ctx: AnyContext): TranslatedRequest {
-  const url = ctx.originalUrl ?? ctx.url;
-  const queryAt = url.indexOf("?");
+  const { path, query } = splitRequestTarget(ctx.originalUrl ?? ctx.url);
   let body: Promise<Uint8Array> | undefined;
-  let values: Map<string, string[]> | undefined;
   let streamed: Buffer | undefined;
   const request: IdempotencyRequest = {
     method: ctx.method.toUpperCase(),
-    path: pathOf(queryAt === -1 ? url : url.slice(0, queryAt)),
-    query: queryAt === -1 ? "" : url.slice(queryAt + 1),
-    headers: {
-      get(name: string): string | null {
-        // From the raw fields, like WHATWG Headers: Node keeps only the first of some repeated headers.
-        values ??= indexRawHeaders(ctx.req.rawHeaders);
-        return values.get(name.toLowerCase())?.join(", ") ?? null;
-      },
-    },
+    path,
+    query,
+    // From the raw fields, like WHATWG Headers: Node keeps only the first of some repeated headers.
+    headers: nodeHeaders(ctx.req.rawHeaders),
     body: (maxBytes?: number) => {
       body ??= readBody(ctx, maxBytes ?? Number.POSITIVE_INFINITY, (bytes) => {
         streamed = bytes;
@@ -64,27 +54,6 @@ export function translateRequest(ctx: AnyContext): TranslatedRequest {
       ctx.response.req = replay;
     },
   };
-}
-
-function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
-  const values = new Map<string, string[]>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
-    const list = values.get(name);
-    if (list) list.push(raw[i + 1] as string);
-    else values.set(name, [raw[i + 1] as string]);
-  }
-  return values;
-}
-
-/** The path part of a request target: origin-form as it is, absolute-form (`http://host/p`) reduced to `/p`. */
-function pathOf(target: string): string {
-  if (target.startsWith("/")) return target;
-  try {
-    return new URL(target).pathname;
-  } catch {
-    return target;
-  }
 }
 
 /**
@@ -111,56 +80,14 @@ async function readBody(
     if (body instanceof Uint8Array) return body;
     if (typeof body === "string") return Buffer.from(body, "utf8");
     if (body !== undefined && body !== null) return Buffer.from(JSON.stringify(body), "utf8");
-    throw new IdempotencyError(
-      "ERR_IDEMPOTENCY_BODY_CONSUMED",
-      "The request body was already read before idempotency() ran, and neither a raw copy " +
-        "(ctx.request.rawBody) nor a parsed body (ctx.request.body) was kept, so it cannot be " +
-        "fingerprinted. Mount idempotency() before the middleware that reads the body, use " +
-        "@koa/bodyparser (it keeps ctx.request.rawBody), or pass a `fingerprint` option that does not " +
-        "need the body.",
+    throw new IdempotencyBodyConsumedError(
+      "Mount idempotency() before the middleware that reads the body, or use @koa/bodyparser (it keeps " +
+        "ctx.request.rawBody).",
     );
   }
-  const bytes = await readAll(req, maxBytes);
+  const bytes = await readNodeBody(req, maxBytes);
   fromStream(bytes);
   return bytes;
-}
-
-/**
- * Reads the request stream to its end, or rejects with `IdempotencyRequestTooLargeError` as soon as more than
- * `maxBytes` arrived: the rest then flows on unread (Node discards it), so an oversized body is never
- * buffered and a keep-alive connection still reaches its next request.
- */
-function readAll(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    let settled = false;
-    let cleanup: (() => void) | undefined;
-    const settle = (error?: Error | null) => {
-      if (settled) return;
-      settled = true;
-      req.off("data", onData);
-      cleanup?.();
-      if (error) reject(error);
-      else resolve(Buffer.concat(chunks));
-    };
-    const onData = (chunk: Buffer | string) => {
-      const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-      received += bytes.length;
-      if (received > maxBytes) settle(new IdempotencyRequestTooLargeError(maxBytes));
-      else chunks.push(bytes);
-    };
-    req.on("data", onData);
-    req.resume(); // also when an earlier middleware paused it
-    cleanup = finished(req, { writable: false }, settle);
-  });
-}
-
-/** Whether the request announced a body (a non-zero `Content-Length`, or `Transfer-Encoding`). */
-function declaresBody(req: IncomingMessage): boolean {
-  const length = req.headers["content-length"];
-  if (length !== undefined) return length.trim() !== "0";
-  return req.headers["transfer-encoding"] !== undefined;
 }
 
 /**

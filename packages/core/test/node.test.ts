@@ -1,0 +1,78 @@
+import { once } from "node:events";
+import { createServer, type IncomingMessage, request } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { IdempotencyRequestTooLargeError } from "../src/index.js";
+import { nodeHeaders, readNodeBody, splitRequestTarget } from "../src/node.js";
+
+describe("nodeHeaders", () => {
+  it("looks names up case-insensitively and joins repeated fields like WHATWG Headers", () => {
+    const headers = nodeHeaders([
+      "Idempotency-Key",
+      "a",
+      "Content-Type",
+      "text/plain",
+      "idempotency-key",
+      "b",
+    ]);
+    expect(headers.get("IDEMPOTENCY-KEY")).toBe("a, b");
+    expect(headers.get("content-type")).toBe("text/plain");
+    expect(headers.get("x-missing")).toBeNull();
+  });
+});
+
+describe("splitRequestTarget", () => {
+  it.each([
+    ["/orders", { path: "/orders", query: "" }],
+    ["/api/orders?dry=1&x=%20", { path: "/api/orders", query: "dry=1&x=%20" }],
+    ["/a?", { path: "/a", query: "" }],
+    ["/a%20b?q=?", { path: "/a%20b", query: "q=?" }],
+    ["http://example.com/p/q?x=1", { path: "/p/q", query: "x=1" }],
+  ])("splits %s", (target, expected) => {
+    expect(splitRequestTarget(target)).toEqual(expected);
+  });
+});
+
+describe("readNodeBody", () => {
+  let server: ReturnType<typeof createServer> | undefined;
+  afterEach(() => {
+    server?.close();
+  });
+
+  /** Sends `chunks` (chunked encoding) to a real server and gives the handler the IncomingMessage. */
+  async function withRequest<T>(chunks: string[], handle: (req: IncomingMessage) => Promise<T>): Promise<T> {
+    let result: Promise<T> | undefined;
+    server = createServer((req, res) => {
+      result = handle(req);
+      result.finally(() => res.end("done")).catch(() => {});
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    const client = request({ port, method: "POST", path: "/" });
+    for (const chunk of chunks) client.write(chunk);
+    client.end();
+    const [response] = (await once(client, "response")) as [IncomingMessage];
+    response.resume();
+    await once(response, "end");
+    return result as Promise<T>;
+  }
+
+  it("reads every chunk of the body", async () => {
+    const body = await withRequest(["hello ", "world"], (req) => readNodeBody(req, 100));
+    expect(body.toString()).toBe("hello world");
+  });
+
+  it("rejects as soon as more than maxBytes arrived, and the exchange still completes", async () => {
+    const error = await withRequest(["12345", "67890", "abc"], (req) => readNodeBody(req, 8)).catch(
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(IdempotencyRequestTooLargeError);
+    expect(error).toMatchObject({ code: "ERR_IDEMPOTENCY_REQUEST_TOO_LARGE", limit: 8 });
+  });
+
+  it("accepts a body of exactly maxBytes", async () => {
+    const body = await withRequest(["1234", "5678"], (req) => readNodeBody(req, 8));
+    expect(body.toString()).toBe("12345678");
+  });
+});
