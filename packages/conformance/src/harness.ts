@@ -31,8 +31,15 @@ export interface StoreCase {
   run(context: CaseContext): Promise<void>;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Waits until at least `ms` have passed on the wall clock (`Date.now`, the clock stores read). A timer alone
+ * is not enough: it runs on a monotonic clock and may fire a millisecond before `Date.now` says `ms` passed.
+ */
+async function sleep(ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (let left = ms; left > 0; left = until - Date.now()) {
+    await new Promise((resolve) => setTimeout(resolve, left));
+  }
 }
 
 function positiveInteger(name: string, value: number | undefined, fallback: number, minimum: number): number {
