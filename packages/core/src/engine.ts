@@ -59,7 +59,11 @@ export type Decision =
  * ```
  */
 export interface Execution {
-  /** The response head. Calling it again before the first `write` replaces it. */
+  /**
+   * The response head. Calling it again before `write` has returned any bytes to send replaces the head and
+   * discards the body captured so far (nothing of it reached the client), e.g. when an error handler takes
+   * over a response the handler had begun; once bytes went out, the head is final and later calls are ignored.
+   */
   start(status: number, headers: ResponseHeadersInput): void;
   /**
    * Captures a body chunk and returns the bytes that may be sent now. When a `Content-Length` says this
@@ -564,6 +568,8 @@ class ClaimedExecution implements Execution {
   /** The body is not kept: larger than `maxResponseBytes`, or not serialisable (function API). */
   #bodyOmitted = false;
   #held: Uint8Array = EMPTY;
+  /** Some bytes were handed back to be sent: the head is on its way to the client and can no longer change. */
+  #sent = false;
   #notStarted = false;
   #leaseLost = false;
   #finished = false;
@@ -597,10 +603,16 @@ class ClaimedExecution implements Execution {
   }
 
   start(status: number, headers: ResponseHeadersInput): void {
-    if (this.#captured > 0 || this.#finished) return;
+    if (this.#sent || this.#finished) return;
+    // Nothing reached the client yet, so this head replaces the response begun so far (an error handler
+    // taking over after the handler wrote part of a body): what is stored is what the client gets.
     this.#status = status;
     this.#headers = normalizeHeaders(headers);
     this.#contentLength = contentLength(this.#headers);
+    this.#chunks = [];
+    this.#captured = 0;
+    this.#held = EMPTY;
+    this.#bodyOmitted = false;
     if (this.#contentLength !== undefined && this.#contentLength > this.#options.maxResponseBytes) {
       this.omitBody();
     }
@@ -611,11 +623,15 @@ class ClaimedExecution implements Execution {
     const before = this.#captured;
     this.#capture(chunk);
     const length = this.#contentLength;
-    if (length === undefined || this.#captured < length || before >= length) return chunk;
-    // This chunk completes the declared body: keep its last byte until the record is completed.
-    const forward = Math.max(0, length - before - 1);
-    this.#held = chunk.slice(forward);
-    return chunk.subarray(0, forward);
+    let forward = chunk;
+    if (length !== undefined && this.#captured >= length && before < length) {
+      // This chunk completes the declared body: keep its last byte until the record is completed.
+      const cut = Math.max(0, length - before - 1);
+      this.#held = chunk.slice(cut);
+      forward = chunk.subarray(0, cut);
+    }
+    if (forward.length > 0) this.#sent = true;
+    return forward;
   }
 
   async end(chunk?: Uint8Array): Promise<Uint8Array> {

@@ -562,3 +562,34 @@ describe("bodyless replays", () => {
     expect(retry.response.headers).toEqual({ "x-done": "yes", "idempotent-replayed": "true" });
   });
 });
+
+describe("a new head before any byte went out", () => {
+  it("replaces the response begun so far, so what is stored is what the client gets", async () => {
+    const idempotency = engine();
+    const decision = await idempotency.handle(neutralRequest({ key: "k" }));
+    if (decision.action !== "execute") throw new Error("expected a claim");
+    const { execution } = decision;
+    // The handler declares one byte and writes it: held back, nothing sent yet. Then it throws, and the
+    // framework's error handler answers 500 instead.
+    execution.start(201, { "content-length": "1" });
+    expect(execution.write(Buffer.from("x")).length).toBe(0);
+    execution.start(500, { "content-type": "text/plain", "content-length": "5" });
+    const rest = await execution.end(Buffer.from("oops!"));
+    expect(Buffer.from(rest).toString()).toBe("oops!");
+    expect(events.at(-1)).toMatchObject({ type: "released", status: 500 });
+  });
+
+  it("is ignored once bytes were handed back to send", async () => {
+    const idempotency = engine();
+    const decision = await idempotency.handle(neutralRequest({ key: "k" }));
+    if (decision.action !== "execute") throw new Error("expected a claim");
+    const { execution } = decision;
+    execution.start(201, { "content-type": "text/plain" });
+    expect(Buffer.from(execution.write(Buffer.from("part"))).toString()).toBe("part");
+    execution.start(500, {});
+    await execution.end(Buffer.from(" two"));
+    expect(events.at(-1)).toMatchObject({ type: "completed", status: 201, bodyBytes: 8 });
+    const replay = await send(idempotency, { key: "k" }, created());
+    expect([replay.response.status, replay.response.text()]).toEqual([201, "part two"]);
+  });
+});

@@ -22,18 +22,24 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
   // Set once bytes (or the end) have been let through: from then on writeHead and flushHeaders are Node's
   // own again, also when an outer wrapper (compression) forwards our bytes later, asynchronously.
   let released = false;
-  let started = false;
   let ending = false;
+  /** The head last reported to the engine, while it may still change (nothing has been let through). */
+  let reportedHead: string | undefined;
 
   function forward<T>(send: () => T): T {
     released = true;
     return send();
   }
 
-  function startOnce(): void {
-    if (started) return;
-    started = true;
-    execution.start(res.statusCode, res.getHeaders());
+  // Reports the head before the engine sees bytes, and again whenever it changed before any byte went out
+  // (an error handler replacing a response the handler had begun), so the stored head is the one sent.
+  function syncHead(): void {
+    if (released) return;
+    const headers = res.getHeaders();
+    const head = `${res.statusCode} ${JSON.stringify(headers)}`;
+    if (head === reportedHead) return;
+    reportedHead = head;
+    execution.start(res.statusCode, headers);
   }
 
   // Records the status and headers on the response without sending them (they go with the first bytes).
@@ -94,7 +100,7 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
       );
     }
     const bytes = toBytes(chunk, encoding);
-    startOnce();
+    syncHead();
     const out = execution.write(bytes);
     if (out.length === 0) {
       if (done) process.nextTick(done);
@@ -123,7 +129,7 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
       encoding = undefined;
     }
     const bytes = data === undefined || data === null ? undefined : toBytes(data, encoding);
-    startOnce();
+    syncHead();
     void execution
       .end(bytes)
       .then((rest) =>

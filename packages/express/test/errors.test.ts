@@ -48,6 +48,38 @@ describe.each([
     expect(runs).toBe(1);
   });
 
+  it("stores what the client got when the error handler replaces a response begun but not yet sent", async () => {
+    const { options, events } = recordingOptions();
+    const app = lib();
+    let runs = 0;
+    app.post("/begun", idempotency(options), (req, res, next) => {
+      runs++;
+      res.status(201);
+      if (req.query.declared === "1") {
+        res.setHeader("content-length", "1");
+        res.write("x"); // the whole declared body: held back until the record is completed
+      } else {
+        res.write(""); // an empty chunk: nothing went out yet
+      }
+      next(new Error("failed after starting the response"));
+    });
+    app.use((_error: Error, _req: unknown, res: express.Response, _next: express.NextFunction) => {
+      res.removeHeader("content-length");
+      res.status(500).type("text/plain").send("handled");
+    });
+    const running = await listen(app);
+    closers.push(running.close);
+    for (const path of ["/begun", "/begun?declared=1"]) {
+      const first = await httpRequest(`${running.url}${path}`, { key: `k${path}` });
+      expect([first.status, first.text()]).toEqual([500, "handled"]);
+      const retry = await httpRequest(`${running.url}${path}`, { key: `k${path}` });
+      expect([retry.status, retry.text()]).toEqual([500, "handled"]);
+      expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+    }
+    expect(runs).toBe(4);
+    expect(events.filter((event) => event.type === "completed")).toEqual([]);
+  });
+
   it("releases the claim when Express's default error handler answers 500: a retry runs again", async () => {
     const { options, events } = recordingOptions();
     const app = lib();
