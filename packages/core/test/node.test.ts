@@ -1,9 +1,10 @@
 import { once } from "node:events";
 import { createServer, type IncomingMessage, request } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { IdempotencyRequestTooLargeError } from "../src/index.js";
-import { nodeHeaders, readNodeBody, splitRequestTarget } from "../src/node.js";
+import { drainAfterClose, nodeHeaders, readNodeBody, splitRequestTarget } from "../src/node.js";
 
 describe("nodeHeaders", () => {
   it("looks names up case-insensitively and joins repeated fields like WHATWG Headers", () => {
@@ -74,5 +75,39 @@ describe("readNodeBody", () => {
   it("accepts a body of exactly maxBytes", async () => {
     const body = await withRequest(["1234", "5678"], (req) => readNodeBody(req, 8));
     expect(body.toString()).toBe("12345678");
+  });
+});
+
+describe("drainAfterClose", () => {
+  it("does nothing for a body that is not a stream with something left to read", async () => {
+    const ended = Readable.from([]);
+    ended.resume();
+    await once(ended, "end");
+    const execution = { write: () => new Uint8Array(), end: async () => new Uint8Array() } as never;
+    expect(drainAfterClose("text", execution)).toBe(false);
+    expect(drainAfterClose(ended, execution)).toBe(false);
+  });
+
+  it("reads the rest into the execution, holds off destroy until the end, then ends the execution", async () => {
+    const written: string[] = [];
+    let ended = false;
+    const execution = {
+      write: (chunk: Uint8Array) => {
+        written.push(Buffer.from(chunk).toString());
+        return chunk;
+      },
+      end: async () => {
+        ended = true;
+        return new Uint8Array();
+      },
+      abandon: async () => {},
+    } as never;
+    const body = Readable.from(["a", "b", "c"]);
+    expect(drainAfterClose(body, execution)).toBe(true);
+    body.destroy(); // what the framework does when the response closes: held off
+    await once(body, "end");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(written).toEqual(["a", "b", "c"]);
+    expect(ended).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Execution } from "@idempotency/core";
+import { drainAfterClose } from "@idempotency/core/node";
 
 type Callback = (error?: Error | null) => void;
 type WriteHead = ServerResponse["writeHead"];
@@ -25,6 +26,20 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
   let ending = false;
   /** The head last reported to the engine, while it may still change (nothing has been let through). */
   let reportedHead: string | undefined;
+
+  // A stream piped into the response (`readable.pipe(res)`, `pipeline`): if the client leaves mid-way, what is
+  // left of it is read into the execution, so the whole response is still stored and a retry replays it.
+  let piped: unknown;
+  res.on("pipe", (source: unknown) => {
+    piped = source;
+  });
+  res.once("close", () => {
+    execution.closed();
+    if (released && !ending && !res.writableFinished && piped !== undefined) {
+      ending = true;
+      if (!drainAfterClose(piped, execution)) ending = false;
+    }
+  });
 
   function forward<T>(send: () => T): T {
     released = true;

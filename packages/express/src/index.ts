@@ -70,8 +70,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         }
         const { execution } = decision;
         executions.set(req, execution);
-        captureResponse(res, execution);
-        res.once("close", () => execution.closed());
+        captureResponse(res, execution); // also stops lease renewal when the connection closes
         next();
       })
       .catch((error: unknown) => next(error)); // scope/fingerprint functions, or a replay Node refused

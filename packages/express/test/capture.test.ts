@@ -1,12 +1,14 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { request as rawRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pipeline, Readable } from "node:stream";
 import { httpRequest, TableStore } from "@idempotency/binding-tests";
 import express from "express";
 import express4 from "express4";
 import { afterEach, describe, expect, it } from "vitest";
 import { idempotency } from "../src/index.js";
-import { recordingOptions } from "./support.js";
+import { recordingOptions, untilNoConnections } from "./support.js";
 import { type ExpressModule, listen } from "./table-app.js";
 
 const closers: Array<() => Promise<void>> = [];
@@ -28,7 +30,51 @@ describe.each([
     const running = await listen(app);
     closers.push(running.close);
     const send = (path: string, key: string) => httpRequest(`${running.url}${path}`, { key });
-    return { ...recorded, send, url: running.url };
+    return { ...recorded, send, url: running.url, server: running.server };
+  }
+
+  for (const how of ["pipe", "pipeline"] as const) {
+    it(`reads a stream piped with ${how}() to its end after the client left mid-way, and stores it`, async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let runs = 0;
+      const { events, url, server } = await serve((app, guard) => {
+        app.post("/stream", guard, (_req, res) => {
+          const run = ++runs;
+          res.type("text/plain");
+          const body = Readable.from(
+            (async function* () {
+              yield `first ${run}\n`;
+              if (run === 1) await gate;
+              yield `second ${run}\n`;
+            })(),
+          );
+          if (how === "pipe") body.pipe(res);
+          else pipeline(body, res, () => {});
+        });
+      });
+      const received: Buffer[] = [];
+      const req = rawRequest(`${url}/stream`, {
+        method: "POST",
+        headers: { "idempotency-key": `k-${how}`, "content-length": "0" },
+      });
+      req.on("error", () => {});
+      req.on("response", (res) => res.on("data", (chunk: Buffer) => received.push(chunk)));
+      req.end();
+      await until(() => received.length > 0);
+      req.destroy();
+      await untilNoConnections(server); // the server noticed the client leaving
+      release();
+      await until(() => events.some((event) => event.type === "completed"));
+      expect(Buffer.concat(received).toString()).toBe("first 1\n");
+      const retry = await httpRequest(`${url}/stream`, { key: `k-${how}` });
+      expect([retry.status, retry.text()]).toEqual([200, "first 1\nsecond 1\n"]);
+      expect(retry.headers["idempotent-replayed"]).toBe("true");
+      expect(runs).toBe(1);
+      expect(events.map((event) => event.type)).toEqual(["claimed", "completed", "replayed"]);
+    });
   }
 
   it("captures writeHead with a header object, a flat list with repeats, and a reason phrase", async () => {
@@ -257,3 +303,11 @@ describe("express 5 with an outer response-transforming middleware", () => {
     expect(runs).toBe(1);
   });
 });
+
+async function until(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

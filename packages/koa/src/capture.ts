@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Execution } from "@idempotency/core";
+import { drainAfterClose } from "@idempotency/core/node";
 import type { AnyContext } from "./request.js";
 
 type Callback = (error?: Error | null) => void;
@@ -122,8 +123,10 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
     execution.closed();
     if (ending || abandoned) return;
     if (headed) {
-      // The response was cut off mid-way: it can never be completed.
-      abandon();
+      // Cut off mid-way. A stream body still holds the rest of the response: read it to its end and store
+      // it, so a retry replays it. Anything else can never be completed.
+      ending = true;
+      if (!drainAfterClose(ctx.body, execution)) abandon();
       return;
     }
     clientGone = true;
