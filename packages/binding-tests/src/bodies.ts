@@ -60,3 +60,16 @@ export function streamChunks(n: number): Uint8Array[] {
 export function concatBytes(chunks: ReadonlyArray<string | Uint8Array>): Buffer {
   return Buffer.concat(chunks.map((chunk) => (typeof chunk === "string" ? Buffer.from(chunk) : chunk)));
 }
+
+/**
+ * `/stream-gated`'s two text parts for execution `n`: the handler streams the first, awaits `hooks.gate()`,
+ * then streams the second and ends.
+ *
+ * @example
+ * ```ts
+ * const [first, second] = gatedParts(hooks.executed("stream-gated"));
+ * ```
+ */
+export function gatedParts(n: number): [string, string] {
+  return [`part one ${n}\n`, `part two ${n}\n`];
+}

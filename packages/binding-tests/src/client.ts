@@ -26,6 +26,8 @@ export interface HttpRequestInit {
   body?: string | Uint8Array;
   /** Send the body with `Transfer-Encoding: chunked`, in two writes, instead of a `Content-Length`. */
   chunked?: boolean;
+  /** Called once, the moment the first body bytes of the response arrive. */
+  onFirstByte?: () => void;
   /** Called synchronously the moment the response's last byte has arrived, before the promise settles. */
   onEnd?: () => void;
 }
@@ -65,7 +67,10 @@ export function openRequest(url: string, init: HttpRequestInit = {}): OpenReques
   const response = new Promise<HttpResponse>((resolve, reject) => {
     const req = httpRequestRaw(url, { method, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
-      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("data", (chunk: Buffer) => {
+        if (chunks.length === 0) init.onFirstByte?.();
+        chunks.push(chunk);
+      });
       res.on("error", reject);
       res.on("end", () => {
         init.onEnd?.();

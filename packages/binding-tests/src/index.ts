@@ -1,4 +1,4 @@
-export { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
+export { binaryBody, concatBytes, gatedParts, streamChunks, textChunks } from "./bodies.js";
 export {
   type HttpRequestInit,
   type HttpResponse,

@@ -719,6 +719,34 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "stores a streamed response whose client left mid-way: the stream is read to its end, the retry replays it",
+          async () => {
+            const t = await start();
+            let firstBytes!: () => void;
+            const arrived = new Promise<void>((resolve) => {
+              firstBytes = resolve;
+            });
+            const pending = openRequest(`${t.app.url}${t.path("/stream-gated")}`, {
+              key: "k-gated",
+              onFirstByte: firstBytes,
+            });
+            pending.response.catch(() => {}); // it is cut off on purpose
+            await arrived;
+            pending.destroy();
+            await untilNoConnections(t.app.server);
+            t.hooks.openGate();
+            await t.nextEvent("completed");
+            const retry = await t.send("/stream-gated", { key: "k-gated" });
+            expect(retry.status).toBe(200);
+            expect(retry.text()).toBe("part one 1\npart two 1\n");
+            expect(retry.headers["idempotent-replayed"]).toBe("true");
+            expect(t.hooks.count("stream-gated")).toBe(1);
+            expect(t.eventTypes()).toEqual(["claimed", "completed", "replayed"]);
+          },
+          timeout,
+        );
+
+        it(
           "answers 413 problem+json to a body above maxRequestBytes, declared or chunked, before any store call",
           async () => {
             const t = await start({ maxRequestBytes: 1_000 });

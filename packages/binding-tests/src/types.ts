@@ -17,6 +17,7 @@ export type RouteName =
   | "client-error"
   | "not-started"
   | "slow"
+  | "stream-gated"
   | "headers-late";
 
 /**
@@ -35,7 +36,10 @@ export interface RouteHooks {
    * run in this app, including this time (1 on the first run). Handlers put `n` in their responses.
    */
   executed(route: RouteName): number;
-  /** `/slow` awaits this after `executed("slow")`; it resolves when the test opens the gate. */
+  /**
+   * `/slow` awaits this after `executed("slow")`, and `/stream-gated` between its two parts; it resolves when
+   * the test opens the gate.
+   */
   gate(): Promise<void>;
 }
 

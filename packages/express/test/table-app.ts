@@ -4,6 +4,7 @@ import { Readable } from "node:stream";
 import {
   type AppSetup,
   binaryBody,
+  gatedParts,
   type RouteName,
   type RunningApp,
   streamChunks,
@@ -67,6 +68,17 @@ export function startTableApp(express: ExpressModule, major: 4 | 5, setup: AppSe
     const n = ran("stream");
     res.type("application/octet-stream");
     Readable.from(streamChunks(n).map((chunk) => Buffer.from(chunk))).pipe(res);
+  });
+  target.post("/stream-gated", ...before, (_req, res) => {
+    const [first, second] = gatedParts(ran("stream-gated"));
+    res.type("text/plain");
+    Readable.from(
+      (async function* () {
+        yield first;
+        await hooks.gate();
+        yield second;
+      })(),
+    ).pipe(res);
   });
   target.post("/empty", ...before, (_req, res) => {
     ran("empty");

@@ -4,6 +4,7 @@ import {
   type AppSetup,
   binaryBody,
   describeBindingBehaviour,
+  gatedParts,
   type RunningApp,
   streamChunks,
   textChunks,
@@ -49,6 +50,22 @@ function routes(app: Hono, setup: AppSetup, guard: MiddlewareHandler | undefined
       },
     });
     return c.body(body, 200, { "Content-Type": "application/octet-stream" });
+  });
+  post("/stream-gated", (c) => {
+    const [first, second] = gatedParts(hooks.executed("stream-gated"));
+    const encoder = new TextEncoder();
+    let step = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        step++;
+        if (step === 1) controller.enqueue(encoder.encode(first));
+        else if (step === 2) {
+          await hooks.gate();
+          controller.enqueue(encoder.encode(second));
+        } else controller.close();
+      },
+    });
+    return c.body(body, 200, { "Content-Type": "text/plain; charset=utf-8" });
   });
   post("/empty", (c) => {
     hooks.executed("empty");

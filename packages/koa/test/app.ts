@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import type { AppSetup, RunningApp } from "@idempotency/binding-tests";
-import { binaryBody, streamChunks, textChunks } from "@idempotency/binding-tests";
+import { binaryBody, gatedParts, streamChunks, textChunks } from "@idempotency/binding-tests";
 import { bodyParser } from "@koa/bodyparser";
 import Router from "@koa/router";
 import type Koa from "koa";
@@ -96,6 +96,17 @@ export async function startCatalogue(KoaApp: KoaClass, setup: AppSetup): Promise
         });
       },
     });
+  });
+  router.post("/stream-gated", ...perRoute, async (ctx) => {
+    const [first, second] = gatedParts(hooks.executed("stream-gated"));
+    ctx.type = "text/plain";
+    ctx.body = Readable.from(
+      (async function* () {
+        yield first;
+        await hooks.gate();
+        yield second;
+      })(),
+    );
   });
   router.post("/empty", ...perRoute, async (ctx) => {
     hooks.executed("empty");
