@@ -124,6 +124,7 @@ export interface Idempotency {
 }
 
 const PASS: Decision = { action: "pass" };
+const CLAIMS = Symbol.for("@idempotency/core:claims");
 const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
 const BODYLESS_STATUS = (status: number) => status < 200 || status === 204 || status === 304;
 const EMPTY = new Uint8Array(0);
@@ -256,7 +257,9 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
 
   async function handle(request: IdempotencyRequest): Promise<Decision> {
     const startedAt = now();
-    if (!resolved.methods.has(request.method) || isClaimed(request.native)) return PASS;
+    if (!resolved.methods.has(request.method) || (isObject(request.native) && claims.has(request.native))) {
+      return PASS;
+    }
     const value = request.headers.get(headerName);
     if (value === null) {
       return resolved.required ? respond(problems.missingKey(headerName)) : PASS;
@@ -278,7 +281,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     const outcome = await begin(key, fingerprint, base, resolved.waitMs);
     switch (outcome.state) {
       case "claimed":
-        markClaimed(request.native);
+        if (isObject(request.native)) claims.set(request.native, outcome.execution);
         return { action: "execute", execution: outcome.execution };
       case "key-reused":
         return respond(problems.keyReused(headerName));
@@ -440,21 +443,36 @@ function replayResult(
 }
 
 /**
- * Framework requests (`native`) that some engine already claimed. Middleware mounted twice on one request
- * (app-wide and on a route, or two routers) must not claim it again, which would answer its own 409: the
- * first claim decides, and later middleware passes the request through.
+ * The execution that claimed each framework request (`native`), shared by every engine and by both builds
+ * (ESM and CommonJS) of this module through a registered symbol. It serves two rules: middleware mounted twice
+ * on one request (app-wide and on a route) must not claim it again, which would answer its own 409, so later
+ * engines pass it through; and a binding's `notStarted(<framework request>)` finds the claim here.
  */
-const claimedNatives = new WeakSet<object>();
+const claims: WeakMap<object, Execution> = ((globalThis as { [CLAIMS]?: WeakMap<object, Execution> })[
+  CLAIMS
+] ??= new WeakMap());
 
-function isClaimed(native: unknown): boolean {
-  return (typeof native === "object" || typeof native === "function") && native !== null
-    ? claimedNatives.has(native)
-    : false;
+function isObject(native: unknown): native is object {
+  return (typeof native === "object" || typeof native === "function") && native !== null;
 }
 
-function markClaimed(native: unknown): void {
-  if ((typeof native === "object" || typeof native === "function") && native !== null)
-    claimedNatives.add(native);
+/**
+ * Declares that the handler of a claimed framework request did nothing yet (validation or authorisation
+ * failed before any side effect): its claim is released and nothing is stored, whatever the status. `native`
+ * is the framework's own request object the binding passed as `IdempotencyRequest.native` (Express `req`,
+ * Hono `c`, Koa `ctx`). Does nothing for a request no engine claimed. Bindings export it as `notStarted`.
+ *
+ * @example
+ * ```ts
+ * import { declareNotStarted } from "@idempotency/core";
+ *
+ * export function notStarted(ctx: Context): void {
+ *   declareNotStarted(ctx);
+ * }
+ * ```
+ */
+export function declareNotStarted(native: unknown): void {
+  if (isObject(native)) claims.get(native)?.notStarted();
 }
 
 function respond(response: PreparedResponse): Decision {

@@ -3,6 +3,7 @@ export { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.
 export {
   createIdempotency,
   type Decision,
+  declareNotStarted,
   type Execution,
   type Idempotency,
   type RunContext,

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   createIdempotency,
+  declareNotStarted,
   decodeResponse,
   type IdempotencyEvent,
   type IdempotencyOptions,
@@ -523,6 +524,26 @@ describe("maxRequestBytes", () => {
     expect(decision.action).toBe("execute");
     expect(request.bodyReads).toBe(0);
     if (decision.action === "execute") await decision.execution.abandon();
+  });
+});
+
+describe("declareNotStarted", () => {
+  it("releases the claim of the framework request it is given, whatever the status", async () => {
+    const idempotency = engine();
+    const request = neutralRequest({ key: "k" });
+    const decision = await idempotency.handle(request);
+    if (decision.action !== "execute") throw new Error("expected a claim");
+    declareNotStarted(request.native);
+    decision.execution.start(201, {});
+    await decision.execution.end(Buffer.from("validated nothing"));
+    expect(eventTypes()).toEqual(["claimed", "not-started"]);
+    expect((await idempotency.handle(neutralRequest({ key: "k" }))).action).toBe("execute");
+  });
+
+  it("does nothing for a request no engine claimed, or a native that is not an object", () => {
+    expect(() => declareNotStarted({})).not.toThrow();
+    expect(() => declareNotStarted(undefined)).not.toThrow();
+    expect(() => declareNotStarted("req")).not.toThrow();
   });
 });
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createIdempotency, type Execution, type IdempotencyOptions } from "@idempotency/core";
+import { createIdempotency, declareNotStarted, type IdempotencyOptions } from "@idempotency/core";
 import { captureResponse } from "./capture.js";
 import { type ExpressRequestLike, neutralRequest } from "./request.js";
 
@@ -20,8 +20,6 @@ export type IdempotencyMiddleware = (
   res: ServerResponse,
   next: (error?: unknown) => void,
 ) => void;
-
-const executions = new WeakMap<object, Execution>();
 
 /**
  * Creates Express middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -53,8 +51,6 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   const engine = createIdempotency(options);
 
   return function idempotencyMiddleware(req, res, next) {
-    // Mounted twice on one request's path (app-wide and on a route): the one that claimed it decides.
-    if (executions.has(req)) return next();
     engine
       .handle(neutralRequest(req as ExpressRequestLike))
       .then((decision) => {
@@ -69,7 +65,6 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           return;
         }
         const { execution } = decision;
-        executions.set(req, execution);
         captureResponse(res, execution); // also stops lease renewal when the connection closes
         next();
       })
@@ -108,5 +103,5 @@ function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, str
  * ```
  */
 export function notStarted(req: IncomingMessage): void {
-  executions.get(req)?.notStarted();
+  declareNotStarted(req);
 }

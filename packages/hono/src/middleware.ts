@@ -1,6 +1,6 @@
 import {
   createIdempotency,
-  type Execution,
+  declareNotStarted,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
@@ -8,13 +8,6 @@ import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { captureResponse } from "./capture.js";
 import { toIdempotencyRequest } from "./request.js";
-
-/**
- * Where a context carries its claimed execution, for `notStarted(c)`. A registered symbol, so the ESM and the
- * CommonJS build of this package find each other's claims when an app happens to load both.
- */
-const EXECUTION = Symbol.for("@idempotency/hono:execution");
-type WithExecution = { [EXECUTION]?: Execution };
 
 /**
  * Creates Hono middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -56,7 +49,6 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     if (decision.action === "respond") return send(c, decision.response);
 
     const { execution } = decision;
-    (c as WithExecution)[EXECUTION] = execution;
     // While the handler runs, a client that goes away only stops lease renewal; the capture takes over after.
     const signal = c.req.raw.signal;
     const onAbort = () => execution.closed();
@@ -103,7 +95,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
  * ```
  */
 export function notStarted(c: Context): void {
-  (c as WithExecution)[EXECUTION]?.notStarted();
+  declareNotStarted(c);
 }
 
 /** A replay or a problem, through `c.body` so headers other middleware prepared with `c.header()` apply. */

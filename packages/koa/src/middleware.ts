@@ -1,15 +1,12 @@
 import {
   createIdempotency,
-  type Execution,
+  declareNotStarted,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
 import type { Middleware, Next } from "koa";
 import { captureResponse } from "./capture.js";
 import { type AnyContext, translateRequest } from "./request.js";
-
-/** The execution of each claimed request, for `notStarted(ctx)`. */
-const executions = new WeakMap<object, Execution>();
 
 /**
  * Creates Koa middleware that makes unsafe requests (by default `POST` and `PATCH`) carrying an
@@ -54,7 +51,6 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       send(ctx, decision.response);
       return;
     }
-    executions.set(ctx, decision.execution);
     captureResponse(ctx, decision.execution);
     handOn();
     await next();
@@ -83,7 +79,7 @@ export function idempotency(options: IdempotencyOptions): Middleware {
  * ```
  */
 export function notStarted(ctx: AnyContext): void {
-  executions.get(ctx)?.notStarted();
+  declareNotStarted(ctx);
 }
 
 /** Sends a replay or a problem through Koa, with exactly the engine's status, headers and body. */
