@@ -448,9 +448,9 @@ function replayResult(
  * on one request (app-wide and on a route) must not claim it again, which would answer its own 409, so later
  * engines pass it through; and a binding's `notStarted(<framework request>)` finds the claim here.
  */
-const claims: WeakMap<object, Execution> = ((globalThis as { [CLAIMS]?: WeakMap<object, Execution> })[
-  CLAIMS
-] ??= new WeakMap());
+const registry = globalThis as { [CLAIMS]?: WeakMap<object, Execution> };
+const claims = registry[CLAIMS] ?? new WeakMap<object, Execution>();
+registry[CLAIMS] = claims;
 
 function isObject(native: unknown): native is object {
   return (typeof native === "object" || typeof native === "function") && native !== null;
