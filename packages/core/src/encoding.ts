@@ -1,8 +1,20 @@
 import { IdempotencyStoreError } from "./errors.js";
 
 /**
- * A completed HTTP response as the core stores it. `headers` are lower-case name/value pairs in the order the
- * handler set them (a header set to several values appears several times).
+ * A completed HTTP response as the core stores it: what {@link encodeResponse} takes and
+ * {@link decodeResponse} returns, for tools that inspect or seed records. `headers` are lower-case name/value
+ * pairs in the order the handler set them (a header set to several values appears several times).
+ *
+ * @example
+ * ```ts
+ * import { decodeResponse, type StoredResponse } from "@idempotency/core";
+ *
+ * const record = await store.get(key);
+ * if (record?.state === "completed" && record.response) {
+ *   const response: StoredResponse = decodeResponse(record.response);
+ *   console.log(response.status, response.headers, response.body?.byteLength);
+ * }
+ * ```
  */
 export interface StoredResponse {
   status: number;

@@ -322,7 +322,21 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   return { options: resolved, handle, run };
 }
 
-/** What `run` passes to the function it protects. */
+/**
+ * What `run` passes to the function it protects: the key, a signal that aborts when the call lost its claim,
+ * and `notStarted()`. Annotate with it when the protected function is declared apart from the `run` call.
+ *
+ * @example
+ * ```ts
+ * import type { RunContext } from "@idempotency/core";
+ *
+ * async function charge(payment: Payment, { key, signal }: RunContext) {
+ *   return payments.charge(payment, { idempotencyKey: key, signal });
+ * }
+ *
+ * const receipt = await idempotency.run(message.id, (context) => charge(message.body, context));
+ * ```
+ */
 export interface RunContext {
   /** The caller's key, as given to `run`. */
   readonly key: string;
@@ -335,7 +349,18 @@ export interface RunContext {
   notStarted(): void;
 }
 
-/** Per-call options of `run`. */
+/**
+ * Per-call options of `run`, its third argument: the principal that owns the key, what makes two calls the
+ * same call, and how long a duplicate waits for a running call.
+ *
+ * @example
+ * ```ts
+ * import type { RunOptions } from "@idempotency/core";
+ *
+ * const options: RunOptions = { scope: message.tenantId, fingerprint: message.rawBody, waitMs: 5_000 };
+ * const receipt = await idempotency.run(message.id, () => payments.charge(message.body), options);
+ * ```
+ */
 export interface RunOptions {
   /**
    * The principal that owns the key (tenant, user). Required when the engine's `scope` is a function, since

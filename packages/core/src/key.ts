@@ -1,4 +1,16 @@
-/** The outcome of {@link parseIdempotencyKey}: the key, or a reason saying what is wrong and the fix. */
+/**
+ * The outcome of {@link parseIdempotencyKey}: the key, or a reason saying what is wrong and the fix. Check
+ * `ok` before reading `key`.
+ *
+ * @example
+ * ```ts
+ * import { type KeyParseResult, parseIdempotencyKey } from "@idempotency/core";
+ *
+ * const result: KeyParseResult = parseIdempotencyKey(request.headers.get("idempotency-key") ?? "", 255);
+ * if (!result.ok) throw new Error(`Invalid Idempotency-Key header: ${result.reason}`);
+ * console.log(result.key);
+ * ```
+ */
 export type KeyParseResult = { ok: true; key: string } | { ok: false; reason: string };
 
 const SPACE = 0x20;

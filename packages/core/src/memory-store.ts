@@ -1,7 +1,21 @@
 import { IdempotencyOptionsError } from "./errors.js";
 import type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./store.js";
 
-/** Options of {@link MemoryStore}. */
+/**
+ * Options of {@link MemoryStore}: its clock, and an optional bound on the number of records. In tests, give
+ * the store and the engine the same `now`, so that moving the clock expires leases and records in both.
+ *
+ * @example
+ * ```ts
+ * import { createIdempotency, MemoryStore, type MemoryStoreOptions } from "@idempotency/core";
+ *
+ * let clock = Date.parse("2025-01-01T00:00:00Z");
+ * const options: MemoryStoreOptions = { now: () => clock, maxEntries: 10_000 };
+ * const store = new MemoryStore(options);
+ * const idempotency = createIdempotency({ store, scope: "global", now: () => clock });
+ * clock += 30_000; // leases taken before this line have now expired
+ * ```
+ */
 export interface MemoryStoreOptions {
   /** The clock, in epoch milliseconds. Pass the same clock as the engine's `now` in tests. Default `Date.now`. */
   now?: () => number;
@@ -38,7 +52,7 @@ const SWEEP_STEP = 2;
  * check-and-set with no `await` inside, so it is atomic within the process by construction. Expiry is checked
  * on every access; expired records are also swept incrementally (a few per operation), so traffic with
  * unique keys cannot grow memory without bound, and `maxEntries` caps it outright. Records do not survive a
- * restart and are not shared between processes: use the SQLite, Redis or MongoDB store for that.
+ * restart and are not shared between processes: use `SqliteStore` or `RedisStore` for that.
  *
  * @example
  * ```ts

@@ -43,7 +43,9 @@ export type ProblemType = (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES];
  * @example
  * ```ts
  * const { status, headers, body } = decision.response;
- * res.writeHead(status, headers.flat()).end(body);
+ * res.statusCode = status;
+ * for (const [name, value] of headers) res.appendHeader(name, value); // a name may repeat
+ * res.end(body);
  * ```
  */
 export interface PreparedResponse {
