@@ -1,6 +1,19 @@
 import type { IdempotencyStore } from "@idempotency/core";
 
-/** Options of {@link describeStore}. */
+/**
+ * Options of {@link describeStore}: how the suite moves the store's clock, and the scale of its real-time and
+ * concurrency cases. All are optional; give `advanceTime` whenever the test controls the store's clock.
+ *
+ * @example
+ * ```ts
+ * import { type DescribeStoreOptions, describeStore } from "@idempotency/conformance";
+ * import { SqliteStore } from "@idempotency/sqlite";
+ *
+ * // Longer real-time leases for a slow CI disk, and a smaller race.
+ * const options: DescribeStoreOptions = { realTimeLeaseMs: 500, concurrency: 20 };
+ * describeStore("SqliteStore", () => new SqliteStore({ path: databaseFile }), options);
+ * ```
+ */
 export interface DescribeStoreOptions {
   /**
    * Moves the store's clock forward by `ms`. Give it when the store reads a clock the test controls
@@ -16,7 +29,20 @@ export interface DescribeStoreOptions {
   concurrency?: number;
 }
 
-/** Makes one instance of the store under test; every call must reach the same backing data. */
+/**
+ * Makes one instance of the store under test, the second argument of {@link describeStore}. Every call must
+ * reach the same backing data, through its own connection or handle where the store can have several.
+ *
+ * @example
+ * ```ts
+ * import { describeStore, type StoreFactory } from "@idempotency/conformance";
+ * import { SqliteStore } from "@idempotency/sqlite";
+ *
+ * // A new handle on the same file per call, so the race cases run over independent instances.
+ * const factory: StoreFactory = () => new SqliteStore({ path: databaseFile });
+ * describeStore("SqliteStore", factory);
+ * ```
+ */
 export type StoreFactory = () => IdempotencyStore | Promise<IdempotencyStore>;
 
 export const DEFAULT_INSTANCES = 5;
