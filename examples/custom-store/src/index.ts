@@ -1,0 +1,2 @@
+export { PostgresStore, type PostgresStoreOptions } from "./postgres-store.js";
+export { createTableSql, isValidTableName } from "./statements.js";

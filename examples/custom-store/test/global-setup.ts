@@ -1,0 +1,30 @@
+import type { TestProject } from "vitest/node";
+import { DATABASE_URL, describeUrl, probe } from "./support/database.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** Whether PostgreSQL answered at DATABASE_URL; when false the test files skip their tests. */
+    postgresReachable: boolean;
+  }
+}
+
+/**
+ * Asks PostgreSQL once, before any test file runs. Under `CI=true` an unreachable database fails the run:
+ * CI must never pass by skipping. Elsewhere the tests are skipped with one line saying why.
+ */
+export default async function setup(project: TestProject): Promise<void> {
+  const failure = await probe(DATABASE_URL);
+  if (failure !== undefined && process.env.CI === "true") {
+    throw new Error(
+      `PostgreSQL is not reachable at DATABASE_URL=${describeUrl(DATABASE_URL)} (${failure}). ` +
+        "CI=true: the PostgresStore tests must run. Start PostgreSQL or set DATABASE_URL.",
+    );
+  }
+  if (failure !== undefined) {
+    console.log(
+      `custom-store: PostgresStore tests NOT RUN: no PostgreSQL at DATABASE_URL=${describeUrl(DATABASE_URL)} ` +
+        `(${failure}). Start PostgreSQL or set DATABASE_URL to run them.`,
+    );
+  }
+  project.provide("postgresReachable", failure === undefined);
+}
