@@ -1,0 +1,79 @@
+/** Load from autocannon: a fixed number of connections for a fixed time, after a warm-up on the same server. */
+import autocannon from "autocannon";
+import { ORDERS_PATH } from "./config.js";
+import { ORDER_BODY } from "./order.js";
+
+export interface LoadOptions {
+  connections: number;
+  /** Seconds measured. */
+  duration: number;
+  /** Seconds of load before measuring, thrown away (JIT, connection set-up). 0: none. */
+  warmup: number;
+}
+
+export interface LoadResult {
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  responses2xx: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  /** Responses whose body differed from the expected one (replay runs only). */
+  mismatches: number;
+}
+
+/** Every request carries a key: one fixed key (replay), or a new one each time (`keyPrefix-1`, `-2`, …). */
+export type Keys = { fixed: string; expectBody: string } | { uniquePrefix: string };
+
+function once(url: string, keys: Keys, connections: number, duration: number) {
+  const headers = { "content-type": "application/json" };
+  if ("fixed" in keys) {
+    return autocannon({
+      url: `${url}${ORDERS_PATH}`,
+      method: "POST",
+      connections,
+      duration,
+      headers: { ...headers, "idempotency-key": keys.fixed },
+      body: ORDER_BODY,
+      expectBody: keys.expectBody,
+    });
+  }
+  let sequence = 0;
+  return autocannon({
+    url: `${url}${ORDERS_PATH}`,
+    connections,
+    duration,
+    requests: [
+      {
+        method: "POST",
+        body: ORDER_BODY,
+        setupRequest: (request) => {
+          sequence += 1;
+          return {
+            ...request,
+            headers: { ...headers, "idempotency-key": `${keys.uniquePrefix}-${sequence}` },
+          };
+        },
+      },
+    ],
+  });
+}
+
+export async function runLoad(url: string, keys: Keys, options: LoadOptions): Promise<LoadResult> {
+  if (options.warmup > 0) {
+    const warmupKeys = "fixed" in keys ? keys : { uniquePrefix: `${keys.uniquePrefix}-warmup` };
+    await once(url, warmupKeys, options.connections, options.warmup);
+  }
+  const result = await once(url, keys, options.connections, options.duration);
+  return {
+    requestsPerSecond: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    responses2xx: result["2xx"],
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    mismatches: result.mismatches,
+  };
+}

@@ -1,0 +1,202 @@
+/** Turns measurements into the markdown report printed to stdout and written to results/latest.md. */
+import { LIBRARY_LABELS, type Library, STORE_LABELS, type Target } from "./config.js";
+import type { DuplicatesReport } from "./duplicates.js";
+import type { LoadOptions, LoadResult } from "./load.js";
+import type { WiringReport } from "./verify.js";
+
+export type Scenario = "baseline" | "first" | "replay";
+
+export const SCENARIO_LABELS: Record<Scenario, string> = {
+  baseline: "(a) baseline: no idempotency",
+  first: "(b) first execution, unique keys",
+  replay: "(c) replay of a completed key",
+};
+
+export interface Measurement {
+  target: Target;
+  scenario: Scenario;
+  rounds: LoadResult[];
+  /** Handler executions over the whole run (replay: the seed only, so 1 is correct). */
+  executions: number[];
+}
+
+export interface Environment {
+  date: string;
+  node: string;
+  cpus: string;
+  os: string;
+  loadBefore: string;
+  loadAfter: string;
+  redis: string | undefined;
+  versions: Record<string, string>;
+  command: string;
+  load: LoadOptions;
+  rounds: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+
+function table(header: string[], rows: string[][]): string {
+  const lines = [`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`];
+  for (const row of rows) lines.push(`| ${row.join(" | ")} |`);
+  return lines.join("\n");
+}
+
+function libraryCell(library: Library): string {
+  return library === "ours" ? `**${LIBRARY_LABELS[library]}**` : LIBRARY_LABELS[library];
+}
+
+const rps = (value: number) => Math.round(value).toLocaleString("en-US");
+const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
+
+function throughputTable(measurements: Measurement[]): string {
+  const medianRps = (m: Measurement) => median(m.rounds.map((r) => r.requestsPerSecond));
+  const ours = (scenario: Scenario, store: string) =>
+    measurements.find(
+      (m) => m.target.library === "ours" && m.scenario === scenario && m.target.store === store,
+    );
+  const rows = measurements.map((m) => {
+    // The baseline is compared with ours on the memory store: what the middleware costs over no middleware.
+    const reference = m.scenario === "baseline" ? ours("first", "memory") : ours(m.scenario, m.target.store);
+    const ratio = reference ? `${(medianRps(m) / medianRps(reference)).toFixed(2)}x` : "–";
+    const all = m.rounds.map((r) => r.requestsPerSecond);
+    const failures = sum(m.rounds.map((r) => r.non2xx + r.errors + r.timeouts + r.mismatches));
+    return [
+      m.scenario === "baseline" ? SCENARIO_LABELS.baseline : SCENARIO_LABELS[m.scenario],
+      STORE_LABELS[m.target.store],
+      libraryCell(m.target.library),
+      rps(medianRps(m)),
+      `${rps(Math.min(...all))}–${rps(Math.max(...all))}`,
+      ms(median(m.rounds.map((r) => r.p50))),
+      ms(median(m.rounds.map((r) => r.p99))),
+      m.target.library === "ours" && m.scenario !== "baseline" ? "**1.00x**" : ratio,
+      m.scenario === "replay" ? String(Math.max(...m.executions)) : "–",
+      String(failures),
+    ];
+  });
+  return table(
+    [
+      "scenario",
+      "store",
+      "library",
+      "req/s",
+      "req/s min–max",
+      "p50 ms",
+      "p99 ms",
+      "req/s vs ours",
+      "handler runs",
+      "failed",
+    ],
+    rows,
+  );
+}
+
+function duplicatesTable(reports: DuplicatesReport[]): string {
+  const rows = reports.map((r) => {
+    const statuses = [...r.burstStatuses.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([status, count]) => `${status}×${count}`)
+      .join(", ");
+    const verdict = r.keysRunTwice === 0 ? "once per key" : `**${r.keysRunTwice} keys ran more than once**`;
+    const i = r.immediate;
+    const immediate = `${i.replayed} / ${i.conflict} / ${i.ranAgain}${i.other ? ` (other: ${i.other})` : ""}`;
+    return [
+      STORE_LABELS[r.target.store],
+      libraryCell(r.target.library),
+      `${r.keys} × ${r.burst}`,
+      `${r.burstExecutions} (${verdict})`,
+      statuses,
+      immediate,
+    ];
+  });
+  return table(
+    [
+      "store",
+      "library",
+      "keys × concurrent requests",
+      "handler runs",
+      "answers to the burst",
+      "immediate retry: replayed / 409 / ran again",
+    ],
+    rows,
+  );
+}
+
+function wiringTable(reports: WiringReport[]): string {
+  const rows = reports
+    .filter((r) => r.target.library !== "plain")
+    .map((r) => [
+      STORE_LABELS[r.target.store],
+      libraryCell(r.target.library),
+      "201, same body, handler not run",
+      r.replayedHeader ? "yes" : "no",
+      r.replaysLocation ? "yes" : "no",
+      String(r.reusedKeyStatus),
+    ]);
+  return table(
+    [
+      "store",
+      "library",
+      "replay",
+      "`Idempotent-Replayed: true`",
+      "replays `Location`",
+      "same key, other body",
+    ],
+    rows,
+  );
+}
+
+export function renderReport(
+  env: Environment,
+  wiring: WiringReport[],
+  duplicates: DuplicatesReport[],
+  measurements: Measurement[],
+): string {
+  const versions = Object.entries(env.versions)
+    .map(([name, version]) => `${name} ${version}`)
+    .join(", ");
+  return [
+    "# Benchmark results",
+    "",
+    `- Date: ${env.date}`,
+    `- Machine: ${env.cpus}, ${env.os}, Node.js ${env.node}`,
+    `- Load average (1, 5, 15 min): ${env.loadBefore} before, ${env.loadAfter} after`,
+    `- Redis: ${env.redis ?? "not measured"}`,
+    `- Versions: ${versions}`,
+    `- Command: \`${env.command}\``,
+    `- Load: autocannon, ${env.load.connections} connections, ${env.load.duration} s measured after ${env.load.warmup} s of warm-up, ` +
+      `${env.rounds} interleaved round${env.rounds === 1 ? "" : "s"}, each run on a fresh server process; ` +
+      "every request is `POST /orders` with a 1 KB JSON order and an `Idempotency-Key`.",
+    "",
+    "## Throughput and latency",
+    "",
+    "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours in the same scenario and " +
+      "store: below 1.00x the row is slower than ours, above 1.00x faster. The baseline row is divided by ours " +
+      "in (b) on memory, so it shows the ceiling that plain Express reaches without any idempotency. " +
+      "**handler runs** in (c) counts executions over the whole run: 1 (the request that stored the key) is " +
+      "correct. **failed** counts non-2xx answers, socket errors, timeouts and replays with another body.",
+    "",
+    throughputTable(measurements),
+    "",
+    "## Concurrent duplicates and immediate retries (correctness)",
+    "",
+    "Bursts of concurrent requests with one key while the handler runs (it waits 50 ms), then one retry per " +
+      "key sent the moment the first response arrives. A correct library runs the handler once per key.",
+    "",
+    duplicatesTable(duplicates),
+    "",
+    "## Wiring checks (passed before measuring)",
+    "",
+    "Every library answered a replay with 201 and the first response's body, byte for byte, without running " +
+      "the handler; ten unique keys each ran once; a used key with another body got a 4xx without running it.",
+    "",
+    wiringTable(wiring),
+    "",
+  ].join("\n");
+}
