@@ -100,7 +100,7 @@ export const problems = {
       PROBLEM_TYPES.keyReused,
       422,
       "Idempotency key reused",
-      `This ${header} was already used with a different request (method, path, query or body). Send a new key ` +
+      `This ${header} was already used for a different request to this endpoint (another body or query). Send a new key ` +
         "for a new request, or resend exactly the original request to get its result.",
     ),
   /** `leaseRemainingMs` 0: the first request's lease expired and `onLeaseExpired` is `"conflict"`. */

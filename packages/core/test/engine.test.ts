@@ -272,7 +272,7 @@ describe("fingerprint", () => {
       title: "Idempotency key reused",
       status: 422,
       detail:
-        "This Idempotency-Key was already used with a different request (method, path, query or body). Send a " +
+        "This Idempotency-Key was already used for a different request to this endpoint (another body or query). Send a " +
         "new key for a new request, or resend exactly the original request to get its result.",
     });
     expect(handler.runs).toBe(1);
