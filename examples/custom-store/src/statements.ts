@@ -70,7 +70,7 @@ export interface Statements {
 export interface BeginRow {
   /** Whether this call's token owns the row now, i.e. this call claimed it. */
   claimed: boolean;
-  /** The claim replaced a live in-flight record whose lease had expired. */
+  /** When `claimed`: the claim replaced a live in-flight record whose lease had expired. */
   takeover: boolean;
   completed: boolean;
   fingerprint: string;
@@ -109,7 +109,8 @@ export function statementsFor(table: string): Statements {
     // latest version; every column either takes the claim's value or keeps its own. The update always
     // happens, so RETURNING always yields the row as it now is; a `DO UPDATE ... WHERE` would return
     // nothing when it declines to claim, and a second SELECT would be check-then-act. Tokens are fresh
-    // random values, so `token = $3` in RETURNING says whether this call won.
+    // random values, so a row holding token $3 was claimed by this call. RETURNING sees only the new row,
+    // so `attempt` (1 for a fresh claim, one more per takeover) is what tells a takeover apart.
     //
     // A begin that waited for another's row lock decides at its own start, a little before the row it
     // reads was written: it may see a lease as live for the few milliseconds it waited, never the reverse.
