@@ -14,8 +14,6 @@ export interface ServerConfig extends Target {
   redisUrl?: string;
   /** Database file, for `store: "sqlite"` (a fresh file each run). */
   sqlitePath?: string;
-  /** How long the handler waits before answering, to make concurrent duplicates overlap. 0 in load runs. */
-  handlerDelayMs: number;
 }
 
 /** Record-key prefixes in Redis, so a shared `REDIS_URL` server can be cleaned after a run. */
@@ -55,3 +53,10 @@ export function targetName(target: Target): string {
 /** The path every scenario posts to, and the one the server reports its handler executions on. */
 export const ORDERS_PATH = "/orders";
 export const EXECUTIONS_PATH = "/__bench/executions";
+
+/**
+ * A request header that makes the handler wait this many milliseconds before answering, so that concurrent
+ * duplicates overlap with a running handler. Only the duplicates scenario sends it; no library fingerprints
+ * or stores request headers by default, so it changes nothing else.
+ */
+export const HANDLER_DELAY_HEADER = "x-bench-handler-delay-ms";

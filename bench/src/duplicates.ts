@@ -5,6 +5,7 @@
  */
 import type { Target } from "./config.js";
 import { executions, postOrder } from "./http.js";
+import { ORDER_BODY } from "./order.js";
 
 export interface DuplicatesReport {
   target: Target;
@@ -24,15 +25,16 @@ export async function runDuplicates(
   target: Target,
   baseUrl: string,
   tag: string,
-  options: { keys: number; burst: number },
+  options: { keys: number; burst: number; handlerDelayMs: number },
 ): Promise<DuplicatesReport> {
+  const post = (key: string) => postOrder(baseUrl, key, ORDER_BODY, options.handlerDelayMs);
   const burstStatuses = new Map<number, number>();
   let burstExecutions = 0;
   let keysRunTwice = 0;
   for (let k = 0; k < options.keys; k++) {
     const key = `${tag}-burst-${k}`;
     const before = await executions(baseUrl);
-    const replies = await Promise.all(Array.from({ length: options.burst }, () => postOrder(baseUrl, key)));
+    const replies = await Promise.all(Array.from({ length: options.burst }, () => post(key)));
     for (const reply of replies) burstStatuses.set(reply.status, (burstStatuses.get(reply.status) ?? 0) + 1);
     const ran = (await executions(baseUrl)) - before;
     burstExecutions += ran;
@@ -43,8 +45,8 @@ export async function runDuplicates(
   for (let k = 0; k < options.keys; k++) {
     const key = `${tag}-retry-${k}`;
     const before = await executions(baseUrl);
-    const first = await postOrder(baseUrl, key);
-    const retry = await postOrder(baseUrl, key);
+    const first = await post(key);
+    const retry = await post(key);
     const ranAgain = (await executions(baseUrl)) - before > 1;
     if (ranAgain) immediate.ranAgain += 1;
     else if (retry.status === first.status && retry.body === first.body) immediate.replayed += 1;

@@ -1,6 +1,6 @@
 /** A minimal HTTP client for the wiring checks and the duplicates scenario (not for load). */
 import { Agent, request } from "node:http";
-import { EXECUTIONS_PATH, ORDERS_PATH } from "./config.js";
+import { EXECUTIONS_PATH, HANDLER_DELAY_HEADER, ORDERS_PATH } from "./config.js";
 import { ORDER_BODY } from "./order.js";
 
 export interface Reply {
@@ -14,10 +14,11 @@ const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
 export function send(
   baseUrl: string,
-  options: { method?: string; path?: string; key?: string; body?: string } = {},
+  options: { method?: string; path?: string; key?: string; body?: string; handlerDelayMs?: number } = {},
 ): Promise<Reply> {
   const body = options.body;
   const headers: Record<string, string> = {};
+  if (options.handlerDelayMs) headers[HANDLER_DELAY_HEADER] = String(options.handlerDelayMs);
   if (body !== undefined) {
     headers["content-type"] = "application/json";
     headers["content-length"] = String(Buffer.byteLength(body));
@@ -46,8 +47,13 @@ export function send(
 }
 
 /** `POST /orders` with the standard order body. */
-export function postOrder(baseUrl: string, key?: string, body: string = ORDER_BODY): Promise<Reply> {
-  return send(baseUrl, { key, body });
+export function postOrder(
+  baseUrl: string,
+  key?: string,
+  body: string = ORDER_BODY,
+  handlerDelayMs = 0,
+): Promise<Reply> {
+  return send(baseUrl, { key, body, handlerDelayMs });
 }
 
 /** How many times the server's handler has run so far. */

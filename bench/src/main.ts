@@ -6,8 +6,9 @@
  * results/latest.md.
  *
  *   pnpm --filter @idempotency/bench bench            # full run, a few minutes
- *   pnpm --filter @idempotency/bench bench --quick    # smoke run (wiring + short load), about 20 s
+ *   pnpm --filter @idempotency/bench bench --quick    # smoke run (checks + 1 s of load per case), ~30 s
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release, tmpdir, totalmem, type } from "node:os";
 import { join } from "node:path";
@@ -22,7 +23,8 @@ import { type Environment, type Measurement, renderReport, type Scenario } from 
 import { replay, verifyWiring, WiringError, type WiringReport } from "./verify.js";
 
 const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
-  --quick              smoke run: wiring checks, duplicates, 1 s of load per case, 1 round; writes no file
+  --quick              smoke run: wiring checks, duplicates, 1 s of load per case on the checked server,
+                       no warm-up; proves the benchmark works, its numbers are not for comparison; no file
   --rounds N           interleaved rounds (default 3)
   --duration S         seconds measured per run (default 6)
   --warmup S           seconds of warm-up per run (default 2)
@@ -60,7 +62,7 @@ const rounds = Math.max(1, Math.round(numberArg("rounds", args.rounds, quick ? 1
 const load: LoadOptions = {
   connections: Math.max(1, Math.round(numberArg("connections", args.connections, 50))),
   duration: numberArg("duration", args.duration, quick ? 1 : 6),
-  warmup: numberArg("warmup", args.warmup, quick ? 0.5 : 2),
+  warmup: numberArg("warmup", args.warmup, quick ? 0 : 2),
 };
 const stores = new Set((args.stores ?? "memory,redis,sqlite").split(",").map((s) => s.trim()));
 for (const store of stores) {
@@ -79,15 +81,10 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 const sqliteDir = mkdtempSync(join(tmpdir(), "idempotency-bench-"));
 let redis: BenchRedis | undefined;
 
-async function withServer<T>(
-  target: Target,
-  handlerDelayMs: number,
-  fn: (server: RunningServer) => Promise<T>,
-): Promise<T> {
+async function withServer<T>(target: Target, fn: (server: RunningServer) => Promise<T>): Promise<T> {
   if (target.store === "redis") await redis?.clean();
   const config: ServerConfig = {
     ...target,
-    handlerDelayMs,
     redisUrl: redis?.url,
     sqlitePath: target.store === "sqlite" ? freshSqlitePath(sqliteDir) : undefined,
   };
@@ -103,27 +100,45 @@ function scenariosOf(target: Target): Scenario[] {
   return target.library === "plain" ? ["baseline"] : ["first", "replay"];
 }
 
-/** One run of one case on a fresh server: the load result and the handler executions it caused. */
-async function measure(target: Target, scenario: Scenario): Promise<{ result: LoadResult; runs: number }> {
-  return withServer(target, 0, async (server) => {
-    const tag = nextTag();
-    if (scenario === "replay") {
-      const seed = await postOrder(server.url, `${tag}-seed`);
-      const check = await replay(server.url, `${tag}-seed`);
-      if (seed.status !== 201 || check.status !== 201 || check.body !== seed.body) {
-        throw new WiringError(target, `seeding the replay key answered ${seed.status} then ${check.status}`);
-      }
-      const result = await runLoad(server.url, { fixed: `${tag}-seed`, expectBody: seed.body }, load);
-      return { result, runs: await executions(server.url) };
+/** One load run of one case: the result and how many times the handler ran meanwhile (replay: the seed). */
+async function measure(
+  server: RunningServer,
+  target: Target,
+  scenario: Scenario,
+): Promise<{ result: LoadResult; runs: number }> {
+  const tag = nextTag();
+  const before = await executions(server.url);
+  let result: LoadResult;
+  if (scenario === "replay") {
+    const seed = await postOrder(server.url, `${tag}-seed`);
+    const check = await replay(server.url, `${tag}-seed`);
+    if (seed.status !== 201 || check.status !== 201 || check.body !== seed.body) {
+      throw new WiringError(target, `seeding the replay key answered ${seed.status} then ${check.status}`);
     }
-    const result = await runLoad(server.url, { uniquePrefix: tag }, load);
-    return { result, runs: await executions(server.url) };
-  });
+    result = await runLoad(server.url, { fixed: `${tag}-seed`, expectBody: seed.body }, load);
+  } else {
+    result = await runLoad(server.url, { uniquePrefix: tag }, load);
+  }
+  return { result, runs: (await executions(server.url)) - before };
+}
+
+function logRun(target: Target, scenario: Scenario, r: LoadResult): void {
+  const rate = Math.round(r.requestsPerSecond).toString().padStart(6);
+  log(
+    `  ${targetName(target).padEnd(28)} ${scenario.padEnd(8)} ${rate} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms`,
+  );
 }
 
 function readVersion(name: string): string {
   const file = new URL(`../node_modules/${name}/package.json`, import.meta.url);
-  return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+  const { version } = JSON.parse(readFileSync(file, "utf8")) as { version: string };
+  if (!name.startsWith("@idempotency/")) return version;
+  try {
+    const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+    return `${version} (this repository at ${commit})`;
+  } catch {
+    return `${version} (this repository)`;
+  }
 }
 
 const formatLoad = () =>
@@ -155,28 +170,12 @@ async function main(): Promise<void> {
     command: `bench${process.argv.slice(2).length ? ` ${process.argv.slice(2).join(" ")}` : ""}`,
     load,
     rounds,
+    quick,
   };
 
   if (stores.has("redis")) {
     redis = await startRedis();
     env.redis = redis.description;
-  }
-
-  log(`Wiring checks (${targets.length} servers)…`);
-  const wiring: WiringReport[] = [];
-  for (const target of targets) {
-    wiring.push(await withServer(target, 0, (server) => verifyWiring(target, server.url, nextTag())));
-    log(`  ok  ${targetName(target)}`);
-  }
-
-  log("Concurrent duplicates…");
-  const duplicates: DuplicatesReport[] = [];
-  for (const target of targets.filter((t) => t.library !== "plain")) {
-    const report = await withServer(target, DUPLICATE_HANDLER_DELAY_MS, (server) =>
-      runDuplicates(target, server.url, nextTag(), { keys: quick ? 3 : 10, burst: 20 }),
-    );
-    duplicates.push(report);
-    log(`  ${targetName(target)}: ${report.burstExecutions} handler runs for ${report.keys} keys`);
   }
 
   const cases = targets.flatMap((target) => scenariosOf(target).map((scenario) => ({ target, scenario })));
@@ -186,21 +185,52 @@ async function main(): Promise<void> {
     rounds: [],
     executions: [],
   }));
-  for (let round = 0; round < rounds; round++) {
-    log(`Load, round ${round + 1} of ${rounds} (${cases.length} runs)…`);
+  const record = (index: number, run: { result: LoadResult; runs: number }) => {
+    const entry = measurements[index]!;
+    entry.rounds.push(run.result);
+    entry.executions.push(run.runs);
+    logRun(entry.target, entry.scenario, run.result);
+  };
+
+  // One server per target for the wiring checks and the duplicates (and, in a quick run, its load too).
+  log(`Wiring checks and concurrent duplicates (${targets.length} servers)…`);
+  const wiring: WiringReport[] = [];
+  const duplicates: DuplicatesReport[] = [];
+  for (const target of targets) {
+    await withServer(target, async (server) => {
+      wiring.push(await verifyWiring(target, server.url, nextTag()));
+      if (target.library === "plain") {
+        log(`  ok  ${targetName(target)}`);
+      } else {
+        const report = await runDuplicates(target, server.url, nextTag(), {
+          keys: quick ? 3 : 10,
+          burst: 20,
+          handlerDelayMs: DUPLICATE_HANDLER_DELAY_MS,
+        });
+        duplicates.push(report);
+        log(
+          `  ok  ${targetName(target)}; duplicates: ${report.burstExecutions} runs for ${report.keys} keys`,
+        );
+      }
+      if (quick) {
+        // Replay first: requests of a unique-key run still in flight when autocannon stops would otherwise
+        // run the handler during the replay run and be counted there.
+        for (const scenario of [...scenariosOf(target)].reverse()) {
+          const index = cases.findIndex((c) => c.target === target && c.scenario === scenario);
+          record(index, await measure(server, target, scenario));
+        }
+      }
+    });
+  }
+
+  for (let round = 0; !quick && round < rounds; round++) {
+    log(`Load, round ${round + 1} of ${rounds} (${cases.length} runs, each on a fresh server)…`);
     // Each round starts at a different case, so no library always runs first or right after another.
     const offset = Math.floor((round * cases.length) / rounds);
     for (let i = 0; i < cases.length; i++) {
       const index = (i + offset) % cases.length;
       const { target, scenario } = cases[index]!;
-      const { result: r, runs } = await measure(target, scenario);
-      measurements[index]!.rounds.push(r);
-      measurements[index]!.executions.push(runs);
-      log(
-        `  ${targetName(target).padEnd(30)} ${scenario.padEnd(8)} ${Math.round(r.requestsPerSecond)
-          .toString()
-          .padStart(6)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms`,
-      );
+      record(index, await withServer(target, (server) => measure(server, target, scenario)));
     }
   }
   env.loadAfter = formatLoad();
@@ -212,6 +242,42 @@ async function main(): Promise<void> {
     writeFileSync(outFile, report);
     log(`Written to ${outFile}`);
   }
+  const found = problems(measurements, duplicates);
+  if (found.length > 0) {
+    process.exitCode = 1;
+    log(
+      `\nCORRECTNESS PROBLEMS (the report above includes them):\n${found.map((p) => `  - ${p}`).join("\n")}`,
+    );
+  }
+}
+
+/**
+ * What a correct library never does, whatever its speed: fail a request of these scenarios, replay another
+ * body, run the handler again for a completed key, or twice for concurrent duplicates. Reported after the
+ * report, and the exit code is 1, so a CI smoke run catches it.
+ */
+function problems(measurements: Measurement[], duplicates: DuplicatesReport[]): string[] {
+  const found: string[] = [];
+  for (const m of measurements) {
+    const name = `${targetName(m.target)} ${m.scenario}`;
+    for (const r of m.rounds) {
+      if (r.non2xx + r.errors + r.timeouts > 0) {
+        found.push(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts`);
+      }
+      if (r.mismatches > 0) found.push(`${name}: ${r.mismatches} replays with another body`);
+    }
+    if (m.scenario === "replay" && m.executions.some((runs) => runs !== 1)) {
+      found.push(`${name}: the handler ran ${m.executions.join(", ")} times (1 per run is correct)`);
+    }
+  }
+  for (const d of duplicates) {
+    if (d.keysRunTwice > 0)
+      found.push(`${targetName(d.target)}: ${d.keysRunTwice} duplicated keys ran twice`);
+    if (d.immediate.ranAgain > 0) {
+      found.push(`${targetName(d.target)}: ${d.immediate.ranAgain} immediate retries ran the handler again`);
+    }
+  }
+  return found;
 }
 
 try {

@@ -32,6 +32,8 @@ export interface Environment {
   command: string;
   load: LoadOptions;
   rounds: number;
+  /** A smoke run: load on the server that passed the checks, too short for its numbers to mean much. */
+  quick: boolean;
 }
 
 function median(values: number[]): number {
@@ -170,8 +172,11 @@ export function renderReport(
     `- Redis: ${env.redis ?? "not measured"}`,
     `- Versions: ${versions}`,
     `- Command: \`${env.command}\``,
+    "- How to read it, and the caveats: [bench/README.md](../README.md)",
     `- Load: autocannon, ${env.load.connections} connections, ${env.load.duration} s measured after ${env.load.warmup} s of warm-up, ` +
-      `${env.rounds} interleaved round${env.rounds === 1 ? "" : "s"}, each run on a fresh server process; ` +
+      (env.quick
+        ? "once, on the server that passed the wiring checks (**quick smoke run: not a measurement**); "
+        : `${env.rounds} interleaved round${env.rounds === 1 ? "" : "s"}, each run on a fresh server process; `) +
       "every request is `POST /orders` with a 1 KB JSON order and an `Idempotency-Key`.",
     "",
     "## Throughput and latency",

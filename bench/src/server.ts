@@ -17,6 +17,7 @@ import { idempotency as expressIdempotency, getSharedIdempotencyService } from "
 import { Redis } from "ioredis";
 import {
   EXECUTIONS_PATH,
+  HANDLER_DELAY_HEADER,
   ORDERS_PATH,
   REDIS_PREFIX_NODE_IDEMPOTENCY,
   REDIS_PREFIX_OURS,
@@ -35,7 +36,8 @@ const closers: Array<() => Promise<unknown> | unknown> = [];
 async function createOrderHandler(req: Request, res: Response): Promise<void> {
   executions += 1;
   const sequence = executions;
-  if (config?.handlerDelayMs) await delay(config.handlerDelayMs);
+  const delayMs = Number(req.headers[HANDLER_DELAY_HEADER] ?? 0);
+  if (delayMs > 0) await delay(delayMs);
   res.status(201).location(`${ORDERS_PATH}/${sequence}`).json(createOrder(req.body, sequence));
 }
 
