@@ -1,6 +1,7 @@
 import {
   type BeginArgs,
   type BeginResult,
+  checkOptionNames,
   IdempotencyOptionsError,
   type IdempotencyStore,
   IdempotencyStoreError,
@@ -77,17 +78,7 @@ export class PostgresStore implements IdempotencyStore {
 
   /** Validates the options (throwing `IdempotencyOptionsError` naming a bad one); runs no query. */
   constructor(options: PostgresStoreOptions) {
-    if (typeof options !== "object" || options === null) {
-      throw new IdempotencyOptionsError("options", "expected an object such as `{ pool: new Pool() }`.");
-    }
-    for (const name of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.includes(name)) {
-        throw new IdempotencyOptionsError(
-          name,
-          `unknown option. Known options: ${KNOWN_OPTIONS.join(", ")}.`,
-        );
-      }
-    }
+    checkOptionNames(options, KNOWN_OPTIONS, "an object such as `{ pool: new Pool() }`");
     const pool = options.pool as unknown;
     if (typeof pool !== "object" || pool === null || typeof (pool as Pool).query !== "function") {
       throw new IdempotencyOptionsError(

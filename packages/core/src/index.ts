@@ -25,7 +25,12 @@ export { FINGERPRINT_ALGORITHM, type FingerprintOption } from "./fingerprint.js"
 export { DEFAULT_UNREPLAYED_HEADERS, type ResponseHeadersInput } from "./headers.js";
 export { type KeyParseResult, parseIdempotencyKey } from "./key.js";
 export { MemoryStore, type MemoryStoreOptions } from "./memory-store.js";
-export { defaultShouldStore, type IdempotencyOptions, type ResolvedOptions } from "./options.js";
+export {
+  checkOptionNames,
+  defaultShouldStore,
+  type IdempotencyOptions,
+  type ResolvedOptions,
+} from "./options.js";
 export { PROBLEM_TYPES, type PreparedResponse, type ProblemType } from "./problems.js";
 export type { IdempotencyRequest } from "./request.js";
 export type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./store.js";

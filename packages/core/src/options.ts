@@ -218,15 +218,41 @@ function describe(value: unknown): string {
   return Array.isArray(value) ? "an array" : `a ${typeof value}`;
 }
 
+/**
+ * Checks that `options` is an object and that every name in it is one of `known`, throwing
+ * `IdempotencyOptionsError` naming the first unknown option (so a typo such as `leasMs` fails at construction
+ * instead of being ignored). The engine uses it for its own options; store and binding authors use it so
+ * their options fail the same way.
+ *
+ * @param options - what the user passed
+ * @param known - every option name the constructor accepts
+ * @param expected - how to describe a valid value when `options` is not an object, e.g. "`{ client }`"
+ *
+ * @example
+ * ```ts
+ * import { checkOptionNames, type IdempotencyStore } from "@idempotency/core";
+ *
+ * class MyStore implements IdempotencyStore {
+ *   constructor(options: { client: MyClient; prefix?: string }) {
+ *     checkOptionNames(options, ["client", "prefix"], "an object such as `{ client }`");
+ *     // then validate each option's value
+ *   }
+ * }
+ * ```
+ */
+export function checkOptionNames(options: unknown, known: Iterable<string>, expected: string): void {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    fail("options", `expected ${expected}.`);
+  }
+  const names = new Set(known);
+  for (const name of Object.keys(options)) {
+    if (!names.has(name)) fail(name, `unknown option. Known options: ${[...names].join(", ")}.`);
+  }
+}
+
 /** Validates every option and applies the defaults; throws `IdempotencyOptionsError` naming the option. */
 export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
-  if (typeof options !== "object" || options === null) {
-    fail("options", "expected an object with at least `store` and `scope`.");
-  }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(name))
-      fail(name, `unknown option. Known options: ${[...KNOWN_OPTIONS].join(", ")}.`);
-  }
+  checkOptionNames(options, KNOWN_OPTIONS, "an object with at least `store` and `scope`");
 
   const store = options.store as unknown;
   if (typeof store !== "object" || store === null) {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  checkOptionNames,
   createIdempotency,
   defaultShouldStore,
   type IdempotencyOptions,
@@ -125,5 +126,31 @@ describe("defaultShouldStore", () => {
     expect(stored).not.toContain(425);
     expect(stored).not.toContain(429);
     expect(stored.at(-1)).toBe(499);
+  });
+});
+
+describe("checkOptionNames, for store and binding authors", () => {
+  const check = (options: unknown) => () => checkOptionNames(options, ["client", "prefix"], "`{ client }`");
+
+  it("accepts an object whose names are all known, including an empty one", () => {
+    expect(check({ client: {}, prefix: "p:" })).not.toThrow();
+    expect(check({})).not.toThrow();
+  });
+
+  it("names the first unknown option and lists the known ones", () => {
+    expect(check({ client: {}, prefx: "p:" })).toThrow(
+      new IdempotencyOptionsError("prefx", "unknown option. Known options: client, prefix."),
+    );
+    try {
+      check({ prefx: 1 })();
+    } catch (error) {
+      expect(error).toBeInstanceOf(IdempotencyOptionsError);
+      expect((error as IdempotencyOptionsError).option).toBe("prefx");
+      expect((error as IdempotencyOptionsError).code).toBe("ERR_IDEMPOTENCY_OPTIONS");
+    }
+  });
+
+  it.each([undefined, null, "client", 42, ["client"]])("rejects %j as the options", (options) => {
+    expect(check(options)).toThrow('Invalid option "options": expected `{ client }`.');
   });
 });

@@ -1,6 +1,7 @@
 import {
   type BeginArgs,
   type BeginResult,
+  checkOptionNames,
   IdempotencyOptionsError,
   type IdempotencyStore,
   IdempotencyStoreError,
@@ -81,20 +82,7 @@ export class RedisStore implements IdempotencyStore {
   #closed = false;
 
   constructor(options: RedisStoreOptions) {
-    if (typeof options !== "object" || options === null) {
-      throw new IdempotencyOptionsError(
-        "options",
-        "expected an object such as `{ client: new Redis(url) }`.",
-      );
-    }
-    for (const name of Object.keys(options)) {
-      if (!KNOWN_OPTIONS.includes(name)) {
-        throw new IdempotencyOptionsError(
-          name,
-          `unknown option. Known options: ${KNOWN_OPTIONS.join(", ")}.`,
-        );
-      }
-    }
+    checkOptionNames(options, KNOWN_OPTIONS, "an object such as `{ client: new Redis(url) }`");
     const client = options.client as unknown;
     if (
       typeof client !== "object" ||

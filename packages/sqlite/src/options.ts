@@ -1,4 +1,4 @@
-import { IdempotencyOptionsError } from "@idempotency/core";
+import { checkOptionNames, IdempotencyOptionsError } from "@idempotency/core";
 import type BetterSqlite3 from "better-sqlite3";
 
 /**
@@ -115,20 +115,11 @@ function looksLikeDatabase(value: unknown): value is SqliteDatabase {
 
 /** Validates the options of `SqliteStore`, throwing `IdempotencyOptionsError` naming the first bad one. */
 export function resolveSqliteStoreOptions(options: SqliteStoreOptions): ResolvedSqliteStoreOptions {
-  if (typeof options !== "object" || options === null) {
-    throw new IdempotencyOptionsError(
-      "options",
-      "SqliteStore expects { database } (a better-sqlite3 Database) or { path } (a file name).",
-    );
-  }
-  for (const name of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(name)) {
-      throw new IdempotencyOptionsError(
-        name,
-        `SqliteStore has no such option; known options are ${[...KNOWN_OPTIONS].join(", ")}.`,
-      );
-    }
-  }
+  checkOptionNames(
+    options,
+    KNOWN_OPTIONS,
+    "{ database } (a better-sqlite3 Database) or { path } (a file name)",
+  );
   const { database, path } = options;
   if (database !== undefined && path !== undefined) {
     throw new IdempotencyOptionsError(

@@ -72,7 +72,11 @@ describe("options", () => {
     ["now", { path: "x.db", now: 1_700_000_000_000 }, /function/],
     ["sweepEvery", { path: "x.db", sweepEvery: 0 }, />= 1/],
     ["sweepLimit", { path: "x.db", sweepLimit: -1 }, />= 0/],
-    ["tableName", { path: "x.db", tableName: "records" }, /no such option/],
+    [
+      "tableName",
+      { path: "x.db", tableName: "records" },
+      /unknown option. Known options: database, path, table/,
+    ],
   ])("rejects an invalid %s at construction, naming it", (option, options, message) => {
     const error = optionError(options);
     expect(error.option).toBe(option);
