@@ -91,6 +91,11 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
   const server = await startServer(config);
   try {
     return await fn(server);
+  } catch (error) {
+    if (error instanceof WiringError) throw error;
+    throw new Error(`${targetName(target)}: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
   } finally {
     await server.stop();
   }
@@ -284,8 +289,8 @@ try {
   await main();
 } catch (error) {
   process.exitCode = 1;
-  log(error instanceof WiringError ? `WIRING CHECK FAILED: ${error.message}` : String(error));
-  if (!(error instanceof WiringError) && error instanceof Error && error.stack) log(error.stack);
+  if (error instanceof WiringError) log(`WIRING CHECK FAILED: ${error.message}`);
+  else log(error instanceof Error && error.stack ? error.stack : String(error));
 } finally {
   closeClient();
   await redis?.clean().catch(() => undefined);

@@ -63,14 +63,24 @@ function throughputTable(measurements: Measurement[]): string {
     measurements.find(
       (m) => m.target.library === "ours" && m.scenario === scenario && m.target.store === store,
     );
-  const rows = measurements.map((m) => {
+  // Grouped by store, then scenario, ours first in each group, so the rows compared sit together.
+  const storeOrder = ["none", "memory", "redis", "sqlite"];
+  const scenarioOrder: Scenario[] = ["baseline", "first", "replay"];
+  const libraryOrder: Library[] = ["plain", "ours", "express-idempotency", "node-idempotency"];
+  const sorted = [...measurements].sort(
+    (a, b) =>
+      storeOrder.indexOf(a.target.store) - storeOrder.indexOf(b.target.store) ||
+      scenarioOrder.indexOf(a.scenario) - scenarioOrder.indexOf(b.scenario) ||
+      libraryOrder.indexOf(a.target.library) - libraryOrder.indexOf(b.target.library),
+  );
+  const rows = sorted.map((m) => {
     // The baseline is compared with ours on the memory store: what the middleware costs over no middleware.
     const reference = m.scenario === "baseline" ? ours("first", "memory") : ours(m.scenario, m.target.store);
     const ratio = reference ? `${(medianRps(m) / medianRps(reference)).toFixed(2)}x` : "–";
     const all = m.rounds.map((r) => r.requestsPerSecond);
     const failures = sum(m.rounds.map((r) => r.non2xx + r.errors + r.timeouts + r.mismatches));
     return [
-      m.scenario === "baseline" ? SCENARIO_LABELS.baseline : SCENARIO_LABELS[m.scenario],
+      SCENARIO_LABELS[m.scenario],
       STORE_LABELS[m.target.store],
       libraryCell(m.target.library),
       rps(medianRps(m)),

@@ -105,7 +105,8 @@ function required(value: string | undefined, name: string): string {
 }
 
 /** The same for every library: whatever status a middleware set (409, 417, 422…), else 500, as JSON. */
-const errorHandler: ErrorRequestHandler = (error, _req, res, _next) => {
+const errorHandler: ErrorRequestHandler = (error, _req, res, next) => {
+  if (res.headersSent) return next(error);
   const status = res.statusCode >= 400 ? res.statusCode : 500;
   res.status(status).json({ error: error instanceof Error ? error.message : String(error) });
 };
