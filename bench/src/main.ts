@@ -30,7 +30,7 @@ const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
   --warmup S           seconds of warm-up per run (default 2)
   --connections N      concurrent connections (default 50)
   --stores LIST        comma-separated: memory,redis,sqlite (default all)
-  --out FILE           where to write the report (default results/latest.md; not written with --quick)
+  --out FILE           where to write the report (default results/latest.md, or none with --quick)
   Set REDIS_URL to use an existing Redis instead of a private redis-server.`;
 
 const { values: args } = parseArgs({
@@ -69,7 +69,8 @@ for (const store of stores) {
   if (!["memory", "redis", "sqlite"].includes(store)) throw new Error(`--stores: unknown store "${store}"`);
 }
 const targets = TARGETS.filter((t) => t.store === "none" || stores.has(t.store));
-const outFile = quick ? undefined : (args.out ?? new URL("../results/latest.md", import.meta.url).pathname);
+if (load.duration <= 0) throw new Error("--duration must be above 0 seconds");
+const outFile = args.out ?? (quick ? undefined : new URL("../results/latest.md", import.meta.url).pathname);
 
 const DUPLICATE_HANDLER_DELAY_MS = 50;
 const runTag = `${Date.now().toString(36)}`;
