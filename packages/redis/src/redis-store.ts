@@ -36,9 +36,15 @@ export interface RedisStoreOptions {
   timeoutMs?: number;
 }
 
-/** What the store needs of an ioredis client; both `Redis` and `Cluster` have it. */
+/**
+ * What the store needs of an ioredis client; both `Redis` and `Cluster` have it. The named `…Buffer` commands,
+ * not `callBuffer`: with `enableAutoPipelining`, ioredis 6 sends `callBuffer(command, …)` without its command
+ * name.
+ */
 interface BufferCommands {
-  callBuffer(command: string, ...args: Array<string | Buffer | number>): Promise<unknown>;
+  evalshaBuffer(sha: string, keys: number, ...args: Array<string | Buffer>): Promise<unknown>;
+  evalBuffer(script: string, keys: number, ...args: Array<string | Buffer>): Promise<unknown>;
+  timeBuffer(): Promise<unknown>;
 }
 
 /** What the scripts return after the server time: bulk strings as Buffers, integers as numbers, nil as null. */
@@ -87,7 +93,7 @@ export class RedisStore implements IdempotencyStore {
     if (
       typeof client !== "object" ||
       client === null ||
-      typeof (client as BufferCommands).callBuffer !== "function"
+      typeof (client as BufferCommands).evalshaBuffer !== "function"
     ) {
       throw new IdempotencyOptionsError(
         "client",
@@ -245,11 +251,11 @@ export class RedisStore implements IdempotencyStore {
     let reply: unknown;
     try {
       try {
-        reply = await this.#client.callBuffer("evalsha", script.sha, 1, redisKey, ...argv);
+        reply = await this.#client.evalshaBuffer(script.sha, 1, redisKey, ...argv);
       } catch (error) {
         if (!messageOf(error).startsWith("NOSCRIPT")) throw error;
         // Not in this node's script cache (first use, SCRIPT FLUSH, failover): EVAL runs and caches it.
-        reply = await this.#client.callBuffer("eval", script.source, 1, redisKey, ...argv);
+        reply = await this.#client.evalBuffer(script.source, 1, redisKey, ...argv);
       }
     } catch (error) {
       const late = messageOf(error).match(/IDEMPOTENCY_LATE (\d+)/);
@@ -269,7 +275,7 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async #learnServerClock(): Promise<void> {
-    const reply = await this.#client.callBuffer("time");
+    const reply = await this.#client.timeBuffer();
     if (!Array.isArray(reply) || reply.length !== 2) throw malformed("time", reply);
     const [seconds, micros] = reply.map((part) => Number(String(part)));
     this.#clock.observe((seconds as number) * 1000 + Math.floor((micros as number) / 1000));

@@ -19,3 +19,10 @@ describeStore(
   "RedisStore (single node, RESP2)",
   () => new RedisStore({ client: redis.client({ protocol: 2 }) }),
 );
+
+// With auto-pipelining, which batches the commands of one tick: ioredis 6 drops the command name of
+// `callBuffer` there, so the store must use the named `…Buffer` commands.
+describeStore(
+  "RedisStore (single node, enableAutoPipelining)",
+  () => new RedisStore({ client: redis.client({ enableAutoPipelining: true }) }),
+);
