@@ -1,31 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import {
-  createIdempotency,
-  type IdempotencyEvent,
-  type IdempotencyOptions,
-  MemoryStore,
-  PROBLEM_TYPES,
-} from "../src/index.js";
+import { describe, expect, it, vi } from "vitest";
+import { MemoryStore, PROBLEM_TYPES } from "../src/index.js";
 import { type Handler, send } from "./harness.js";
-import { deferred, InstrumentedStore } from "./support.js";
+import { deferred, events, eventTypes, InstrumentedStore, store, T0, useEngineFixture } from "./support.js";
 
-const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 3_000;
 
-let store: InstrumentedStore;
-let events: IdempotencyEvent[];
-
-function engine(options: Partial<IdempotencyOptions> = {}) {
-  return createIdempotency({
-    store,
-    scope: "global",
-    leaseMs: LEASE,
-    onEvent: (event) => events.push(event),
-    ...options,
-  });
-}
-
-const eventTypes = () => events.map((event) => event.type);
+const engine = useEngineFixture({ leaseMs: LEASE });
 
 /** A handler that waits for `gate` (or `ms` of fake time), counts its runs and answers with its run number. */
 function slowHandler(wait: { gate?: Promise<void>; ms?: number }, status = 201) {
@@ -41,17 +21,6 @@ function slowHandler(wait: { gate?: Promise<void>; ms?: number }, status = 201) 
   );
   return handler;
 }
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  vi.setSystemTime(T0);
-  store = new InstrumentedStore();
-  events = [];
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
 
 describe("in flight", () => {
   it("answers 409 with Retry-After in whole seconds left on the lease while the first runs", async () => {

@@ -1,33 +1,18 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   createIdempotency,
   declareNotStarted,
   decodeResponse,
-  type IdempotencyEvent,
   type IdempotencyOptions,
   IdempotencyRequestTooLargeError,
   PROBLEM_TYPES,
 } from "../src/index.js";
 import { type Handler, neutralRequest, send } from "./harness.js";
-import { deferred, InstrumentedStore } from "./support.js";
+import { deferred, events, eventTypes, type InstrumentedStore, store, useEngineFixture } from "./support.js";
 
-const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 3_000;
 
-let store: InstrumentedStore;
-let events: IdempotencyEvent[];
-
-function engine(options: Partial<IdempotencyOptions> = {}) {
-  return createIdempotency({
-    store,
-    scope: "global",
-    leaseMs: LEASE,
-    onEvent: (event) => events.push(event),
-    ...options,
-  });
-}
-
-const eventTypes = () => events.map((event) => event.type);
+const engine = useEngineFixture({ leaseMs: LEASE });
 
 function counted(respond: Handler) {
   const handler = Object.assign(
@@ -45,17 +30,6 @@ const created = () =>
     res.writeHead(201, { "content-type": "text/plain", location: "/orders/1" });
     await res.end("created");
   });
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  vi.setSystemTime(T0);
-  store = new InstrumentedStore();
-  events = [];
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
 
 describe("storeTimeoutMs", () => {
   it("answers 503 once begin has not answered within storeTimeoutMs, without running the handler", async () => {

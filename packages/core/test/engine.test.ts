@@ -1,23 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import {
-  createIdempotency,
-  encodeResponse,
-  IdempotencyError,
-  type IdempotencyEvent,
-  type IdempotencyOptions,
-  PROBLEM_TYPES,
-} from "../src/index.js";
+import { describe, expect, it, vi } from "vitest";
+import { encodeResponse, IdempotencyError, PROBLEM_TYPES } from "../src/index.js";
 import { type Handler, send } from "./harness.js";
-import { deferred, InstrumentedStore } from "./support.js";
+import { deferred, events, eventTypes, store, useEngineFixture } from "./support.js";
 
-const T0 = Date.UTC(2026, 0, 1);
-
-let store: InstrumentedStore;
-let events: IdempotencyEvent[];
-
-function engine(options: Partial<IdempotencyOptions> = {}) {
-  return createIdempotency({ store, scope: "global", onEvent: (event) => events.push(event), ...options });
-}
+const engine = useEngineFixture();
 
 /** A handler that counts executions and answers 201 with a JSON order. */
 function orderHandler() {
@@ -31,19 +17,6 @@ function orderHandler() {
   );
   return handler;
 }
-
-const eventTypes = () => events.map((event) => event.type);
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  vi.setSystemTime(T0);
-  store = new InstrumentedStore();
-  events = [];
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
 
 describe("which requests are protected", () => {
   it("passes GET and requests without a key straight through, without store I/O", async () => {

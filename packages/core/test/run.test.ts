@@ -1,43 +1,17 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
-  createIdempotency,
-  type IdempotencyEvent,
   IdempotencyInProgressError,
   IdempotencyInvalidKeyError,
   IdempotencyKeyReusedError,
-  type IdempotencyOptions,
   IdempotencyOptionsError,
   IdempotencyResultNotStoredError,
   IdempotencyStoreError,
 } from "../src/index.js";
-import { deferred, InstrumentedStore } from "./support.js";
+import { deferred, events, store, useEngineFixture } from "./support.js";
 
-const T0 = Date.UTC(2026, 0, 1);
 const LEASE = 3_000;
 
-let store: InstrumentedStore;
-let events: IdempotencyEvent[];
-
-function engine(options: Partial<IdempotencyOptions> = {}) {
-  return createIdempotency({
-    store,
-    scope: "global",
-    leaseMs: LEASE,
-    onEvent: (event) => events.push(event),
-    ...options,
-  });
-}
-
-beforeEach(() => {
-  vi.useFakeTimers();
-  vi.setSystemTime(T0);
-  store = new InstrumentedStore();
-  events = [];
-});
-
-afterEach(() => {
-  vi.useRealTimers();
-});
+const engine = useEngineFixture({ leaseMs: LEASE });
 
 describe("idempotency.run", () => {
   it("runs the function once and returns its stored result to duplicates", async () => {

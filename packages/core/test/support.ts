@@ -1,4 +1,13 @@
-import { type BeginArgs, type IdempotencyStore, MemoryStore, type StoredRecord } from "../src/index.js";
+import { afterEach, beforeEach, vi } from "vitest";
+import {
+  type BeginArgs,
+  createIdempotency,
+  type IdempotencyEvent,
+  type IdempotencyOptions,
+  type IdempotencyStore,
+  MemoryStore,
+  type StoredRecord,
+} from "../src/index.js";
 
 type Method = "begin" | "complete" | "extend" | "release" | "get" | "delete";
 
@@ -77,4 +86,39 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
     resolve = r;
   });
   return { promise, resolve };
+}
+
+/** The fake clock's starting instant in the engine tests. */
+export const T0 = Date.UTC(2026, 0, 1);
+
+/** Fresh for every test of a file that called `useEngineFixture` (live bindings): the store and its events. */
+export let store: InstrumentedStore;
+export let events: IdempotencyEvent[];
+
+/** The types of the events emitted so far, in order. */
+export const eventTypes = () => events.map((event) => event.type);
+
+/**
+ * Sets up the engine tests of one file: fake timers at `T0`, a fresh `InstrumentedStore` and event log per
+ * test. Returns `engine(options)`, which creates an engine on that store (scope "global", events logged)
+ * with `defaults` and then `options` applied.
+ */
+export function useEngineFixture(defaults: Partial<IdempotencyOptions> = {}) {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(T0);
+    store = new InstrumentedStore();
+    events = [];
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+  return (options: Partial<IdempotencyOptions> = {}) =>
+    createIdempotency({
+      store,
+      scope: "global",
+      onEvent: (event) => events.push(event),
+      ...defaults,
+      ...options,
+    });
 }
