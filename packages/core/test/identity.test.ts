@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { hashParts } from "../src/fingerprint.js";
+import { createFingerprinter, hashParts } from "../src/fingerprint.js";
 import { identityKey } from "../src/identity.js";
 
 describe("identity", () => {
@@ -38,5 +38,48 @@ describe("fingerprint hashing", () => {
     expect(hashParts(["ab", "c"])).not.toBe(hashParts(["a", "bc"]));
     expect(hashParts(["a", ""])).not.toBe(hashParts(["a"]));
     expect(hashParts([Buffer.from("a")])).toBe(hashParts(["a"]));
+  });
+});
+
+// Records outlive deployments: a record stored by one version is checked against requests by the next, and
+// processes of two versions share one store during a rolling deploy. These values were produced by the first
+// released algorithm; if one changes, every stored record would answer 422 (fingerprint) or be missed
+// (identity). Change them only together with the algorithm tag (`xxh3-128:`) and a migration note.
+describe("stable across versions", () => {
+  const headers = (entries: Record<string, string>) => ({
+    get: (name: string) => entries[name.toLowerCase()] ?? null,
+  });
+  const request = (contentType: string) => ({
+    method: "POST",
+    path: "/orders",
+    query: "x=1",
+    headers: headers({ "content-type": contentType, "x-sig": "abc" }),
+    body: async () => Buffer.from('{ "b": [1.0, 2], "a": "\\u0041" }'),
+    native: undefined,
+  });
+
+  it("identity keys", () => {
+    expect(identityKey("tenant-ü", "POST", "/orders", "k-1")).toBe(
+      "bfdd7788b6e15b152731dd75928fd2061338ecbd01ad37c073f3cb29d54e77de",
+    );
+  });
+
+  it("hashParts over strings (ASCII and not) and bytes", () => {
+    expect(hashParts(["http", "POST", "/orders", "a=1", "json", '{"a":1,"b":"é"}'])).toBe(
+      "xxh3-128:1e45d05af50611d4f83c0392cebab6eb",
+    );
+    expect(hashParts(["raw", new Uint8Array([0, 1, 2, 255])])).toBe(
+      "xxh3-128:c76d59230a02f123b7fd5ce5185d3905",
+    );
+    expect(hashParts(["custom", "ünïcode ✓ 🎉"])).toBe("xxh3-128:08bd65256dce998bcc08f25f4fc55351");
+  });
+
+  it("request fingerprints: canonical JSON, listed headers, raw bytes", async () => {
+    expect(await createFingerprinter(undefined, 1 << 20)(request("application/json"))).toBe(
+      "xxh3-128:4b90f392486ea11da25676f294c10513",
+    );
+    expect(
+      await createFingerprinter({ headers: ["X-Sig", "x-missing"] }, 1 << 20)(request("application/json")),
+    ).toBe("xxh3-128:b0a4fb171da5ddcb45d1c4d0a4e2ef23");
   });
 });
