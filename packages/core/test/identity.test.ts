@@ -81,5 +81,8 @@ describe("stable across versions", () => {
     expect(
       await createFingerprinter({ headers: ["X-Sig", "x-missing"] }, 1 << 20)(request("application/json")),
     ).toBe("xxh3-128:b0a4fb171da5ddcb45d1c4d0a4e2ef23");
+    expect(await createFingerprinter(undefined, 1 << 20)(request("application/octet-stream"))).toBe(
+      "xxh3-128:e68904257dbf395107b5f23e0791cbbf",
+    );
   });
 });
