@@ -123,6 +123,9 @@ export interface Idempotency {
   run<T>(key: string, fn: (context: RunContext) => T | Promise<T>, options?: RunOptions): Promise<Awaited<T>>;
 }
 
+/** Reports an event to `onEvent`, given as a builder so that nothing is built when nobody listens. */
+type Emit = (event: () => IdempotencyEvent) => void;
+
 const PASS: Decision = { action: "pass" };
 const CLAIMS = Symbol.for("@idempotency/core:claims");
 const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
@@ -170,10 +173,10 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const fingerprintOf = createFingerprinter(resolved.fingerprint, resolved.maxRequestBytes);
   const headerName = resolved.header;
 
-  function emit(event: IdempotencyEvent): void {
+  function emit(event: () => IdempotencyEvent): void {
     if (!resolved.onEvent) return;
     try {
-      resolved.onEvent(event);
+      resolved.onEvent(event());
     } catch {
       // A failing logger must never change how a request is answered.
     }
@@ -227,7 +230,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
         result = await store.begin(key, args);
       } catch (error) {
         const storeError = toStoreError("begin", error);
-        emit(
+        emit(() =>
           resolved.failOpen
             ? { ...base(), type: "fail-open", error: storeError }
             : { ...base(), type: "store-error", operation: "begin", error: storeError },
@@ -235,18 +238,18 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
         return { state: "unavailable", error: storeError };
       }
       if (result.state === "claimed") {
-        emit({ ...base(), type: "claimed", takeover: result.takeover });
+        emit(() => ({ ...base(), type: "claimed", takeover: result.takeover }));
         return { state: "claimed", execution: new ClaimedExecution(resolved, store, key, token, base, emit) };
       }
       if (result.fingerprint !== fingerprint) {
-        emit({ ...base(), type: "key-reused" });
+        emit(() => ({ ...base(), type: "key-reused" }));
         return { state: "key-reused" };
       }
       if (result.state === "completed") return { state: "completed", response: result.response };
       const waitedMs = now() - waitStartedAt;
       const waitLeftMs = waitMs - waitedMs;
       if (waitLeftMs <= 0) {
-        emit({ ...base(), type: "in-progress", leaseRemainingMs: result.leaseRemainingMs, waitedMs });
+        emit(() => ({ ...base(), type: "in-progress", leaseRemainingMs: result.leaseRemainingMs, waitedMs }));
         return { state: "in-flight", leaseRemainingMs: result.leaseRemainingMs };
       }
       // Poll again no later than the moment the lease could be taken over.
@@ -452,18 +455,14 @@ async function runClaimed<T>(
   return result;
 }
 
-function replayResult(
-  bytes: Uint8Array | null,
-  base: () => IdempotencyEventBase,
-  emit: (event: IdempotencyEvent) => void,
-): unknown {
+function replayResult(bytes: Uint8Array | null, base: () => IdempotencyEventBase, emit: Emit): unknown {
   const stored = decodeStored(bytes, base, emit);
   if (stored === undefined) throw new IdempotencyStoreError("Store begin returned an unreadable record.");
   if (stored === null || stored.body === null) {
-    emit({ ...base(), type: "replayed", status: 410 });
+    emit(() => ({ ...base(), type: "replayed", status: 410 }));
     throw new IdempotencyResultNotStoredError();
   }
-  emit({ ...base(), type: "replayed", status: stored.status });
+  emit(() => ({ ...base(), type: "replayed", status: stored.status }));
   return stored.status === 204 ? undefined : JSON.parse(Buffer.from(stored.body).toString("utf8"));
 }
 
@@ -508,30 +507,26 @@ function respond(response: PreparedResponse): Decision {
 function decodeStored(
   bytes: Uint8Array | null,
   base: () => IdempotencyEventBase,
-  emit: (event: IdempotencyEvent) => void,
+  emit: Emit,
 ): StoredResponse | null | undefined {
   try {
     return bytes === null ? null : decodeResponse(bytes);
   } catch (error) {
-    emit(storeErrorEvent(base(), "begin", error));
+    emit(() => storeErrorEvent(base(), "begin", error));
     return undefined;
   }
 }
 
-function replay(
-  bytes: Uint8Array | null,
-  base: () => IdempotencyEventBase,
-  emit: (event: IdempotencyEvent) => void,
-): Decision {
+function replay(bytes: Uint8Array | null, base: () => IdempotencyEventBase, emit: Emit): Decision {
   const stored = decodeStored(bytes, base, emit);
   if (stored === undefined) return respond(problems.storeUnavailable());
   if (stored === null || stored.body === null) {
     const location =
       stored?.headers.filter(([name]) => name === "location" || name === "content-location") ?? [];
-    emit({ ...base(), type: "replayed", status: 410 });
+    emit(() => ({ ...base(), type: "replayed", status: 410 }));
     return respond(problems.responseNotStored(location));
   }
-  emit({ ...base(), type: "replayed", status: stored.status });
+  emit(() => ({ ...base(), type: "replayed", status: stored.status }));
   const headers: Array<[string, string]> = [...stored.headers, ["idempotent-replayed", "true"]];
   // RFC 9110 §8.6: no Content-Length on 1xx and 204; a 304 has none of its own body to describe.
   if (!BODYLESS_STATUS(stored.status)) headers.push(["content-length", String(stored.body.length)]);
@@ -602,7 +597,7 @@ class ClaimedExecution implements Execution {
   readonly #key: string;
   readonly #token: string;
   readonly #base: () => IdempotencyEventBase;
-  readonly #emit: (event: IdempotencyEvent) => void;
+  readonly #emit: Emit;
   #status: number | null = null;
   #headers: Array<[string, string]> = [];
   #contentLength: number | undefined;
@@ -626,7 +621,7 @@ class ClaimedExecution implements Execution {
     key: string,
     token: string,
     base: () => IdempotencyEventBase,
-    emit: (event: IdempotencyEvent) => void,
+    emit: Emit,
   ) {
     this.#options = options;
     this.#store = store;
@@ -731,16 +726,16 @@ class ClaimedExecution implements Execution {
       await this.#store.release(this.#key, this.#token);
     } catch (error) {
       // The lease expires on its own; the key is free again after at most leaseMs.
-      this.#emit(storeErrorEvent(this.#base(), "release", error));
+      this.#emit(() => storeErrorEvent(this.#base(), "release", error));
     }
-    if (this.#notStarted) this.#emit({ ...this.#base(), type: "not-started", status });
+    if (this.#notStarted) this.#emit(() => ({ ...this.#base(), type: "not-started", status }));
     else
-      this.#emit({
+      this.#emit(() => ({
         ...this.#base(),
         type: "released",
         status,
         reason: status === null ? "no-response" : "not-stored",
-      });
+      }));
   }
 
   /**
@@ -759,13 +754,13 @@ class ClaimedExecution implements Execution {
     for (let attempt = 1; ; attempt++) {
       try {
         const done = await this.#store.complete(this.#key, this.#token, response, this.#options.ttlMs);
-        if (done || (uncertain && (await this.#holds(response)))) this.#emit(completed());
-        else this.#emit({ ...this.#base(), type: "lease-lost", operation: "complete" });
+        if (done || (uncertain && (await this.#holds(response)))) this.#emit(completed);
+        else this.#emit(() => ({ ...this.#base(), type: "lease-lost", operation: "complete" }));
         return;
       } catch (error) {
         if (attempt === COMPLETE_ATTEMPTS) {
           // The response is still delivered; the record stays in flight until its lease expires.
-          this.#emit(storeErrorEvent(this.#base(), "complete", error));
+          this.#emit(() => storeErrorEvent(this.#base(), "complete", error));
           return;
         }
         uncertain = true;
@@ -795,11 +790,11 @@ class ClaimedExecution implements Execution {
         this.#leaseLost = true;
         this.#stopRenewal();
         this.#abort?.abort();
-        this.#emit({ ...this.#base(), type: "lease-lost", operation: "extend" });
+        this.#emit(() => ({ ...this.#base(), type: "lease-lost", operation: "extend" }));
       }
     } catch (error) {
       // Keep trying on the next tick: the lease is only lost once another request takes the key over.
-      this.#emit(storeErrorEvent(this.#base(), "extend", error));
+      this.#emit(() => storeErrorEvent(this.#base(), "extend", error));
     } finally {
       this.#renewing = false;
     }
