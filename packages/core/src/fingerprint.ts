@@ -35,26 +35,12 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `"xxh3-128:<32 hex digits>"` of the length-prefixed parts. */
 export function hashParts(parts: ReadonlyArray<string | Uint8Array>): string {
-  // The input is `<byte length>:<bytes>` per part. When every part is text it is hashed as one string (the
-  // addon encodes it as UTF-8), which avoids a buffer per part; the bytes hashed are the same either way.
-  let text: string | undefined = "";
+  const buffers: Uint8Array[] = [];
   for (const part of parts) {
-    if (typeof part !== "string") {
-      text = undefined;
-      break;
-    }
-    text += `${Buffer.byteLength(part)}:${part}`;
+    const bytes = typeof part === "string" ? Buffer.from(part) : part;
+    buffers.push(Buffer.from(`${bytes.length}:`), bytes);
   }
-  let input: string | Uint8Array | undefined = text;
-  if (input === undefined) {
-    const buffers: Uint8Array[] = [];
-    for (const part of parts) {
-      const bytes = typeof part === "string" ? Buffer.from(part) : part;
-      buffers.push(Buffer.from(`${bytes.length}:`), bytes);
-    }
-    input = Buffer.concat(buffers);
-  }
-  const digest = xxh3.xxh128(input);
+  const digest = xxh3.xxh128(Buffer.concat(buffers));
   return `${FINGERPRINT_ALGORITHM}:${digest.toString(16).padStart(32, "0")}`;
 }
 
