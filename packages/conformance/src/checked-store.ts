@@ -31,12 +31,11 @@ export function checkedStore(store: IdempotencyStore, label: string): Idempotenc
     }
   };
   return {
-    begin: (key, args) => call("begin", () => store.begin(key, args)),
-    complete: (key, token, response, ttlMs) =>
-      call("complete", () => store.complete(key, token, response, ttlMs)),
-    extend: (key, token, leaseMs) => call("extend", () => store.extend(key, token, leaseMs)),
-    release: (key, token) => call("release", () => store.release(key, token)),
-    get: (key) => call("get", () => store.get(key)),
-    delete: (key) => call("delete", () => store.delete(key)),
+    begin: (...args) => call("begin", () => store.begin(...args)),
+    complete: (...args) => call("complete", () => store.complete(...args)),
+    extend: (...args) => call("extend", () => store.extend(...args)),
+    release: (...args) => call("release", () => store.release(...args)),
+    get: (...args) => call("get", () => store.get(...args)),
+    delete: (...args) => call("delete", () => store.delete(...args)),
   };
 }

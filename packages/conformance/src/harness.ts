@@ -23,6 +23,10 @@ export interface CaseContext {
   closeNow(store: IdempotencyStore): Promise<void>;
   /** Lets `ms` pass on the store's clock: through `advanceTime`, or by really waiting. */
   advance(ms: number): Promise<void>;
+  /** Stalls the backing store for `ms` (the `stall` option); only cases in `stallCases` call it. */
+  stall(ms: number): Promise<void>;
+  /** Waits `ms` of real time, whatever clock the store reads. */
+  sleep(ms: number): Promise<void>;
 }
 
 /** One behaviour of the contract, as a plain function that throws when the store violates it. */
@@ -56,6 +60,7 @@ function positiveInteger(name: string, value: number | undefined, fallback: numb
 /** Validated options with their defaults filled in. */
 export interface ResolvedOptions {
   advanceTime: ((ms: number) => void | Promise<void>) | undefined;
+  stall: ((ms: number) => void | Promise<void>) | undefined;
   timing: Timing;
   instances: number;
   concurrency: number;
@@ -65,6 +70,9 @@ export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOpti
   if (options.advanceTime !== undefined && typeof options.advanceTime !== "function") {
     throw new IdempotencyOptionsError("advanceTime", "describeStore expects a function (ms) => void.");
   }
+  if (options.stall !== undefined && typeof options.stall !== "function") {
+    throw new IdempotencyOptionsError("stall", "describeStore expects a function (ms) => void.");
+  }
   const realTimeLeaseMs = positiveInteger(
     "realTimeLeaseMs",
     options.realTimeLeaseMs,
@@ -73,6 +81,7 @@ export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOpti
   );
   return {
     advanceTime: options.advanceTime,
+    stall: options.stall,
     timing: timingFor(options.advanceTime ? "controlled" : "real", realTimeLeaseMs),
     instances: positiveInteger("instances", options.instances, DEFAULT_INSTANCES, 1),
     concurrency: positiveInteger("concurrency", options.concurrency, DEFAULT_CONCURRENCY, 2),
@@ -101,7 +110,7 @@ class CaseSession {
   }
 
   get context(): CaseContext {
-    const { timing, instances, concurrency, advanceTime } = this.#resolved;
+    const { timing, instances, concurrency, advanceTime, stall } = this.#resolved;
     return {
       timing,
       instances,
@@ -113,6 +122,11 @@ class CaseSession {
         if (advanceTime) await advanceTime(ms);
         else await sleep(ms);
       },
+      stall: async (ms) => {
+        if (!stall) throw new Error("this case needs describeStore's `stall` option");
+        await stall(ms);
+      },
+      sleep,
     };
   }
 

@@ -1,6 +1,6 @@
 import { IdempotencyOptionsError } from "@idempotency/core";
 import { describe, it } from "vitest";
-import { storeCases } from "./cases/index.js";
+import { stallCases, storeCases } from "./cases/index.js";
 import { caseTimeoutMs, resolveOptions, runStoreCase } from "./harness.js";
 import type { DescribeStoreOptions, StoreFactory } from "./options.js";
 
@@ -47,7 +47,8 @@ export function describeStore(name: string, factory: StoreFactory, options: Desc
   }
   const resolved = resolveOptions(options);
   describe(name, () => {
-    for (const storeCase of storeCases) {
+    const cases = resolved.stall ? [...storeCases, ...stallCases] : storeCases;
+    for (const storeCase of cases) {
       it(storeCase.name, () => runStoreCase(storeCase, factory, options), caseTimeoutMs(resolved));
     }
   });

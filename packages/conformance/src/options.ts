@@ -27,6 +27,14 @@ export interface DescribeStoreOptions {
   instances?: number;
   /** Concurrent begins in the race case (default 50). */
   concurrency?: number;
+  /**
+   * Makes the backing store stop applying commands for `ms` from now, as a paused or overloaded server does,
+   * and resolves once the stall has begun (Redis: `CLIENT PAUSE <ms> WRITE` from another connection). Give it
+   * when the store enforces the caller's deadline where commands apply (`StoreCallOptions.timeoutMs`): the
+   * suite then also proves that a `begin` the caller gave up on never applies later. Without it that case is
+   * not declared (a store that cannot refuse a late command has nothing to prove there).
+   */
+  stall?: (ms: number) => void | Promise<void>;
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   extendRenewsLease,
   fencesByOwnerToken,
   keepsKeysIndependent,
+  neverAppliesLateBegin,
   neverTakesOverCompleted,
   oneWinnerAmongConcurrentBegins,
   oneWinnerAmongConcurrentTakeovers,
@@ -20,9 +21,11 @@ import {
   ClaimTtlStore,
   CompletedTakeoverStore,
   EagerTakeoverStore,
+  LateApplyingStore,
   RawErrorStore,
   SharedBytesStore,
   StaleExtendStore,
+  StallingStore,
   TextStore,
   UnfencedStore,
 } from "./support/broken-stores.js";
@@ -95,6 +98,15 @@ describe("the suite catches broken stores", () => {
       expect(await failingCases(Store)).toEqual(caught.map((storeCase) => storeCase.name));
     });
   }
+
+  it("passes the deadline case on a store that refuses late commands, and fails it on one that applies them", async () => {
+    const control = new StallingStore();
+    await runStoreCase(neverAppliesLateBegin, () => control, { stall: (ms) => control.stall(ms) });
+    const broken = new LateApplyingStore();
+    await expect(
+      runStoreCase(neverAppliesLateBegin, () => broken, { stall: (ms) => broken.stall(ms) }),
+    ).rejects.toThrow(/the begin the caller gave up on applied once the store resumed/);
+  });
 
   it("fails the fencing case on an unfenced store with a message naming the operation", async () => {
     await expect(runCase(fencesByOwnerToken, UnfencedStore)).rejects.toThrow(/complete, wrong token/);

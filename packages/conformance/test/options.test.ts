@@ -14,6 +14,7 @@ describe("describeStore options", () => {
     ["concurrency", { concurrency: 1 }],
     ["realTimeLeaseMs", { realTimeLeaseMs: 1.5 }],
     ["advanceTime", { advanceTime: 5 as never }],
+    ["stall", { stall: "pause" as never }],
   ])("rejects an invalid %s", (option, options) => {
     expect(() => resolveOptions(options)).toThrow(new RegExp(`^Invalid option "${option}"`));
   });

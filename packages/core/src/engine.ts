@@ -19,7 +19,7 @@ import { parseIdempotencyKey } from "./key.js";
 import { type IdempotencyOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { type PreparedResponse, problems } from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
-import type { BeginResult, IdempotencyStore } from "./store.js";
+import type { BeginResult, IdempotencyStore, StoreCallOptions } from "./store.js";
 
 /**
  * What a binding does with a request, as decided by {@link Idempotency.handle}:
@@ -547,42 +547,44 @@ function storeErrorEvent(
 }
 
 /**
- * The store as the engine calls it: every call bounded by `storeTimeoutMs`, and every failure (a rejection,
- * a synchronous throw, a timeout) an `IdempotencyStoreError`. A call that times out counts as failed even if
- * the store applies it later; the lease it may have written then expires on its own.
+ * The store as the engine calls it: every call bounded by `storeTimeoutMs`, which the store also receives
+ * (its last argument) so that one that enforces deadlines where it applies the call uses the same one, and
+ * every failure (a rejection, a synchronous throw, a timeout) an `IdempotencyStoreError`. A call that times
+ * out counts as failed; a store that cannot refuse to apply it late leaves a lease that expires on its own.
  */
 function guardStore(store: IdempotencyStore, timeoutMs: number): IdempotencyStore {
-  function guard<A extends unknown[], R>(operation: string, call: (...args: A) => Promise<R>) {
-    return (...args: A): Promise<R> =>
-      new Promise<R>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          reject(
-            new IdempotencyStoreError(
-              `Store ${operation} did not answer within ${timeoutMs} ms (storeTimeoutMs); treated as failed.`,
-            ),
-          );
-        }, timeoutMs);
-        const settle = (fn: () => void) => {
-          clearTimeout(timer);
-          fn();
-        };
-        try {
-          call.apply(store, args).then(
-            (value) => settle(() => resolve(value)),
-            (error: unknown) => settle(() => reject(toStoreError(operation, error))),
-          );
-        } catch (error) {
-          settle(() => reject(toStoreError(operation, error)));
-        }
-      });
+  const call: StoreCallOptions = Object.freeze({ timeoutMs });
+  function guard<R>(operation: string, run: () => Promise<R>): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new IdempotencyStoreError(
+            `Store ${operation} did not answer within ${timeoutMs} ms (storeTimeoutMs); treated as failed.`,
+          ),
+        );
+      }, timeoutMs);
+      const settle = (fn: () => void) => {
+        clearTimeout(timer);
+        fn();
+      };
+      try {
+        run().then(
+          (value) => settle(() => resolve(value)),
+          (error: unknown) => settle(() => reject(toStoreError(operation, error))),
+        );
+      } catch (error) {
+        settle(() => reject(toStoreError(operation, error)));
+      }
+    });
   }
   return {
-    begin: guard("begin", store.begin),
-    complete: guard("complete", store.complete),
-    extend: guard("extend", store.extend),
-    release: guard("release", store.release),
-    get: guard("get", store.get),
-    delete: guard("delete", store.delete),
+    begin: (key, args) => guard("begin", () => store.begin(key, args, call)),
+    complete: (key, token, response, ttlMs) =>
+      guard("complete", () => store.complete(key, token, response, ttlMs, call)),
+    extend: (key, token, leaseMs) => guard("extend", () => store.extend(key, token, leaseMs, call)),
+    release: (key, token) => guard("release", () => store.release(key, token, call)),
+    get: (key) => guard("get", () => store.get(key, call)),
+    delete: (key) => guard("delete", () => store.delete(key, call)),
   };
 }
 

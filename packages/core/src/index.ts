@@ -33,4 +33,4 @@ export {
 } from "./options.js";
 export { PROBLEM_TYPES, type PreparedResponse, type ProblemType } from "./problems.js";
 export type { IdempotencyRequest } from "./request.js";
-export type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./store.js";
+export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";

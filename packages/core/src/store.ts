@@ -30,6 +30,26 @@ export interface BeginArgs {
 }
 
 /**
+ * The last argument of every store method: how long the caller waits for this call. The engine passes its
+ * `storeTimeoutMs` and treats the call as failed once that much time has passed, even if the store applies it
+ * later. So a store that can enforce a deadline where the operation is applied (a Redis script comparing the
+ * server clock, MongoDB's `maxTimeMS`, a statement timeout) must enforce this one: a call the caller gave up
+ * on must never apply late, or a `begin` that "failed" would hold the key for a whole lease. It is a
+ * duration, measured from the moment the method is called, so no clock has to agree with another. Optional:
+ * a store called directly (tests, scripts) without it falls back to its own default.
+ *
+ * @example
+ * ```ts
+ * await store.begin(key, args, { timeoutMs: 2_000 });
+ * await store.complete(key, token, response, ttlMs, { timeoutMs: 2_000 });
+ * ```
+ */
+export interface StoreCallOptions {
+  /** The caller gives up on the call this many milliseconds after making it. */
+  timeoutMs: number;
+}
+
+/**
  * What {@link IdempotencyStore.begin} found, after atomically claiming the key when it could.
  *
  * @example
@@ -78,7 +98,8 @@ export type StoredRecord =
 
 /**
  * A storage adapter. Every method either answers or throws `IdempotencyStoreError` (with `cause`) when the
- * store cannot answer; nothing else.
+ * store cannot answer; nothing else. Every method takes a last, optional {@link StoreCallOptions}: the
+ * caller's deadline for that call, which a store that can enforce deadlines must use.
  *
  * @example
  * ```ts
@@ -100,24 +121,30 @@ export interface IdempotencyStore {
    * of `ttlMs` (the engine guarantees `leaseMs <= ttlMs`). A lease is live while its end is in the future.
    * Returned responses are the caller's own bytes: changing them never changes the record.
    */
-  begin(key: string, args: BeginArgs): Promise<BeginResult>;
+  begin(key: string, args: BeginArgs, call?: StoreCallOptions): Promise<BeginResult>;
   /**
    * If `token` still owns the in-flight record: mark it completed with `response`, living `ttlMs` from now,
    * and return `true`. Otherwise change nothing and return `false`. A lease that expired without a takeover
    * still belongs to its token.
    */
-  complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean>;
+  complete(
+    key: string,
+    token: string,
+    response: Uint8Array | null,
+    ttlMs: number,
+    call?: StoreCallOptions,
+  ): Promise<boolean>;
   /**
    * If `token` still owns the in-flight record: renew its lease to `leaseMs` from now and return `true`. A
    * store may also push the record's TTL out to the new lease end; it must never cut it short.
    */
-  extend(key: string, token: string, leaseMs: number): Promise<boolean>;
+  extend(key: string, token: string, leaseMs: number, call?: StoreCallOptions): Promise<boolean>;
   /** If `token` still owns the in-flight record: delete it (the key is free again) and return `true`. */
-  release(key: string, token: string): Promise<boolean>;
+  release(key: string, token: string, call?: StoreCallOptions): Promise<boolean>;
   /** The live record under `key`, or `null` when there is none or it has expired. For inspection. */
-  get(key: string): Promise<StoredRecord | null>;
+  get(key: string, call?: StoreCallOptions): Promise<StoredRecord | null>;
   /** Delete the record under `key` whatever its state; `true` when a live record was deleted. For administration. */
-  delete(key: string): Promise<boolean>;
+  delete(key: string, call?: StoreCallOptions): Promise<boolean>;
   /** Release what the store owns (connections it opened itself). Never closes a client it was given. */
   close?(): Promise<void>;
 }

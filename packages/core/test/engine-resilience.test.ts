@@ -52,6 +52,32 @@ describe("storeTimeoutMs", () => {
     );
   });
 
+  it("hands its storeTimeoutMs to every store call, so a store can refuse to apply a call it gave up on", async () => {
+    const idempotency = engine({ storeTimeoutMs: 700 });
+    const gate = deferred();
+    const exchange = send(idempotency, { key: "k" }, async (res) => {
+      await gate.promise;
+      res.writeHead(201);
+      await res.end("done");
+    });
+    await vi.advanceTimersByTimeAsync(LEASE / 3);
+    gate.resolve();
+    await exchange;
+    const released = send(idempotency, { key: "k2" }, async (res) => {
+      res.writeHead(500);
+      await res.end();
+    });
+    await released;
+    expect(store.deadlines.map(([method]) => method)).toEqual([
+      "begin",
+      "extend",
+      "complete",
+      "begin",
+      "release",
+    ]);
+    for (const [, call] of store.deadlines) expect(call).toEqual({ timeoutMs: 700 });
+  });
+
   it("defaults to 2 s, or a third of a shorter lease", () => {
     expect(engine({ leaseMs: 30_000 }).options.storeTimeoutMs).toBe(2_000);
     expect(engine({ leaseMs: 3_000 }).options.storeTimeoutMs).toBe(1_000);

@@ -6,6 +6,7 @@ import {
   type IdempotencyOptions,
   type IdempotencyStore,
   MemoryStore,
+  type StoreCallOptions,
   type StoredRecord,
 } from "../src/index.js";
 
@@ -27,6 +28,8 @@ export class InstrumentedStore implements IdempotencyStore {
   readonly hanging = new Set<Method>();
   /** The next N calls to a method fail (then it works again), like a brief network blip. */
   readonly failures: Partial<Record<Method, number>> = {};
+  /** The caller's deadline (the last argument) of every call, in call order. */
+  readonly deadlines: Array<[Method, StoreCallOptions | undefined]> = [];
 
   /** Pass `inner` to give two instruments (two "processes") the same records. */
   constructor(inner: MemoryStore = new MemoryStore()) {
@@ -37,8 +40,9 @@ export class InstrumentedStore implements IdempotencyStore {
     return Object.values(this.calls).reduce((a, b) => a + b, 0);
   }
 
-  #enter(method: Method): void {
+  #enter(method: Method, call: StoreCallOptions | undefined): void {
     this.calls[method]++;
+    this.deadlines.push([method, call]);
     if (this.down) throw new Error("connect ECONNREFUSED 127.0.0.1:6379");
     const failures = this.failures[method] ?? 0;
     if (failures > 0) {
@@ -53,28 +57,34 @@ export class InstrumentedStore implements IdempotencyStore {
     return call();
   }
 
-  async begin(key: string, args: BeginArgs) {
-    this.#enter("begin");
+  async begin(key: string, args: BeginArgs, call?: StoreCallOptions) {
+    this.#enter("begin", call);
     return this.#answer("begin", () => this.inner.begin(key, args));
   }
-  async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number) {
-    this.#enter("complete");
+  async complete(
+    key: string,
+    token: string,
+    response: Uint8Array | null,
+    ttlMs: number,
+    call?: StoreCallOptions,
+  ) {
+    this.#enter("complete", call);
     return this.#answer("complete", () => this.inner.complete(key, token, response, ttlMs));
   }
-  async extend(key: string, token: string, leaseMs: number) {
-    this.#enter("extend");
+  async extend(key: string, token: string, leaseMs: number, call?: StoreCallOptions) {
+    this.#enter("extend", call);
     return this.#answer("extend", () => this.inner.extend(key, token, leaseMs));
   }
-  async release(key: string, token: string) {
-    this.#enter("release");
+  async release(key: string, token: string, call?: StoreCallOptions) {
+    this.#enter("release", call);
     return this.#answer("release", () => this.inner.release(key, token));
   }
-  async get(key: string): Promise<StoredRecord | null> {
-    this.#enter("get");
+  async get(key: string, call?: StoreCallOptions): Promise<StoredRecord | null> {
+    this.#enter("get", call);
     return this.#answer("get", () => this.inner.get(key));
   }
-  async delete(key: string) {
-    this.#enter("delete");
+  async delete(key: string, call?: StoreCallOptions) {
+    this.#enter("delete", call);
     return this.#answer("delete", () => this.inner.delete(key));
   }
 }

@@ -5,6 +5,7 @@ import {
   IdempotencyOptionsError,
   type IdempotencyStore,
   IdempotencyStoreError,
+  type StoreCallOptions,
   type StoredRecord,
 } from "@idempotency/core";
 import type { Cluster, Redis } from "ioredis";
@@ -28,10 +29,10 @@ export interface RedisStoreOptions {
   /** Prepended to every record key. Default `"idempotency:"`. */
   prefix?: string;
   /**
-   * How long one store call may take, in ms. A call that has not answered by then fails with
-   * `IdempotencyStoreError`, and if the command reaches Redis later (it sat in ioredis' offline queue, or
-   * the server was paused) the script refuses to apply it. Keep it at or below the engine's
-   * `storeTimeoutMs`. Default `2_000`.
+   * How long one store call may take, in ms, when the caller does not say. The engine always says: it passes
+   * its own `storeTimeoutMs` with every call, and that deadline is the one enforced. A call that has not
+   * answered by its deadline fails with `IdempotencyStoreError`, and if the command reaches Redis later (it
+   * sat in ioredis' offline queue, or the server was paused) the script refuses to apply it. Default `2_000`.
    */
   timeoutMs?: number;
 }
@@ -65,8 +66,8 @@ const KNOWN_OPTIONS = ["client", "prefix", "timeoutMs"];
  * Each record is one hash under one key with a native `PEXPIRE` TTL, so every script touches one hash slot
  * and Redis Cluster works unchanged.
  *
- * Every call has a deadline (`timeoutMs`): it fails with `IdempotencyStoreError` when Redis has not answered
- * by then, and a command that reaches Redis after its deadline is refused by the script instead of
+ * Every call has a deadline (the engine's `storeTimeoutMs`, which it passes with each call; `timeoutMs` for
+ * calls without one): it fails with `IdempotencyStoreError` when Redis has not answered by then, and a command that reaches Redis after its deadline is refused by the script instead of
  * applying unnoticed. The first call of an instance costs one extra round trip (`TIME`) to learn the
  * server clock that deadlines are expressed in.
  *
@@ -132,8 +133,8 @@ export class RedisStore implements IdempotencyStore {
     return this.#prefix + key;
   }
 
-  async begin(key: string, args: BeginArgs): Promise<BeginResult> {
-    const reply = await this.#call(scripts.begin, key, [
+  async begin(key: string, args: BeginArgs, call?: StoreCallOptions): Promise<BeginResult> {
+    const reply = await this.#call(call, scripts.begin, key, [
       args.token,
       args.fingerprint,
       String(args.leaseMs),
@@ -151,10 +152,16 @@ export class RedisStore implements IdempotencyStore {
     throw malformed("begin", reply);
   }
 
-  async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean> {
+  async complete(
+    key: string,
+    token: string,
+    response: Uint8Array | null,
+    ttlMs: number,
+    call?: StoreCallOptions,
+  ): Promise<boolean> {
     const body =
       response === null ? "" : Buffer.from(response.buffer, response.byteOffset, response.byteLength);
-    const reply = await this.#call(scripts.complete, key, [
+    const reply = await this.#call(call, scripts.complete, key, [
       token,
       response === null ? "0" : "1",
       body,
@@ -163,18 +170,18 @@ export class RedisStore implements IdempotencyStore {
     return reply[1] === 1;
   }
 
-  async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
-    const reply = await this.#call(scripts.extend, key, [token, String(leaseMs)]);
+  async extend(key: string, token: string, leaseMs: number, call?: StoreCallOptions): Promise<boolean> {
+    const reply = await this.#call(call, scripts.extend, key, [token, String(leaseMs)]);
     return reply[1] === 1;
   }
 
-  async release(key: string, token: string): Promise<boolean> {
-    const reply = await this.#call(scripts.release, key, [token]);
+  async release(key: string, token: string, call?: StoreCallOptions): Promise<boolean> {
+    const reply = await this.#call(call, scripts.release, key, [token]);
     return reply[1] === 1;
   }
 
-  async get(key: string): Promise<StoredRecord | null> {
-    const reply = await this.#call(scripts.get, key, []);
+  async get(key: string, call?: StoreCallOptions): Promise<StoredRecord | null> {
+    const reply = await this.#call(call, scripts.get, key, []);
     if (reply.length === 1) return null;
     const state = text(reply[1]);
     if (state === "in-flight") {
@@ -197,8 +204,8 @@ export class RedisStore implements IdempotencyStore {
     throw malformed("get", reply);
   }
 
-  async delete(key: string): Promise<boolean> {
-    const reply = await this.#call(scripts.delete, key, []);
+  async delete(key: string, call?: StoreCallOptions): Promise<boolean> {
+    const reply = await this.#call(call, scripts.delete, key, []);
     return reply[1] === 1;
   }
 
@@ -210,24 +217,33 @@ export class RedisStore implements IdempotencyStore {
     this.#closed = true;
   }
 
-  /** Runs `script` on `key` within the deadline, mapping every failure to `IdempotencyStoreError`. */
-  async #call(script: Script, key: string, args: Array<string | Buffer>): Promise<Reply> {
+  /**
+   * Runs `script` on `key` within the caller's deadline (the engine's `storeTimeoutMs`, else `timeoutMs`),
+   * mapping every failure to `IdempotencyStoreError`.
+   */
+  async #call(
+    call: StoreCallOptions | undefined,
+    script: Script,
+    key: string,
+    args: Array<string | Buffer>,
+  ): Promise<Reply> {
     if (this.#closed) {
       throw new IdempotencyStoreError(`RedisStore ${script.name} failed: the store was closed.`);
     }
+    const timeoutMs = deadlineOf(call, this.#timeoutMs);
     const startedAt = this.#clock.localNow();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         reject(
           new IdempotencyStoreError(
-            `RedisStore ${script.name} failed: Redis did not answer within ${this.#timeoutMs} ms (timeoutMs); ` +
+            `RedisStore ${script.name} failed: Redis did not answer within ${timeoutMs} ms; ` +
               "the command will not apply if it reaches Redis later.",
           ),
         );
-      }, this.#timeoutMs);
+      }, timeoutMs);
     });
-    const evaluation = this.#evaluate(script, key, args, startedAt);
+    const evaluation = this.#evaluate(script, key, args, startedAt, timeoutMs);
     try {
       return await Promise.race([evaluation, timeout]);
     } catch (error) {
@@ -244,9 +260,10 @@ export class RedisStore implements IdempotencyStore {
     key: string,
     args: Array<string | Buffer>,
     startedAt: number,
+    timeoutMs: number,
   ): Promise<Reply> {
     if (!this.#clock.known) await this.#learnServerClock();
-    const argv = [String(this.#clock.deadline(startedAt, this.#timeoutMs)), ...args];
+    const argv = [String(this.#clock.deadline(startedAt, timeoutMs)), ...args];
     const redisKey = this.#prefix + key;
     let reply: unknown;
     try {
@@ -262,8 +279,8 @@ export class RedisStore implements IdempotencyStore {
       if (late) {
         this.#clock.observe(Number(late[1]));
         throw new IdempotencyStoreError(
-          `RedisStore ${script.name} failed: the command reached Redis after its deadline (timeoutMs ` +
-            `${this.#timeoutMs} ms) and was not applied.`,
+          `RedisStore ${script.name} failed: the command reached Redis after its deadline (${timeoutMs} ms ` +
+            "after the call) and was not applied.",
           { cause: error },
         );
       }
@@ -280,6 +297,14 @@ export class RedisStore implements IdempotencyStore {
     const [seconds, micros] = reply.map((part) => Number(String(part)));
     this.#clock.observe((seconds as number) * 1000 + Math.floor((micros as number) / 1000));
   }
+}
+
+/** The caller's deadline for one call: the engine passes its `storeTimeoutMs`; direct callers get the default. */
+function deadlineOf(call: StoreCallOptions | undefined, fallbackMs: number): number {
+  const timeoutMs = call?.timeoutMs;
+  return typeof timeoutMs === "number" && Number.isFinite(timeoutMs) && timeoutMs > 0
+    ? timeoutMs
+    : fallbackMs;
 }
 
 function messageOf(error: unknown): string {

@@ -11,8 +11,13 @@ beforeAll(async () => {
 });
 afterAll(() => redis?.stop());
 
-// Every instance gets its own connection, so the race cases race over separate sockets.
-describeStore("RedisStore (single node)", () => new RedisStore({ client: redis.client() }));
+// Every instance gets its own connection, so the race cases race over separate sockets. `stall` pauses the
+// server's writes (scripts included) from another connection, as an overloaded or failing-over server does.
+describeStore("RedisStore (single node)", () => new RedisStore({ client: redis.client() }), {
+  stall: async (ms) => {
+    await redis.client().call("CLIENT", "PAUSE", String(ms), "WRITE");
+  },
+});
 
 // The same over RESP2 connections (ioredis speaks RESP3 by default): the scripts' replies must decode alike.
 describeStore(

@@ -101,7 +101,7 @@ describe("a store call that timed out never applies later", () => {
 
     expect(error).toBeInstanceOf(IdempotencyStoreError);
     expect((error as Error).message).toBe(
-      `RedisStore begin failed: Redis did not answer within ${TIMEOUT_MS} ms (timeoutMs); ` +
+      `RedisStore begin failed: Redis did not answer within ${TIMEOUT_MS} ms; ` +
         "the command will not apply if it reaches Redis later.",
     );
     expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
@@ -286,6 +286,37 @@ describe("the engine's storeTimeoutMs", () => {
     expect(JSON.parse(response.body).type).toBe(PROBLEM_TYPES.storeUnavailable);
     expect(elapsed).toBeGreaterThanOrEqual(290);
     expect(elapsed).toBeLessThan(300 + HANG_SLACK_MS);
+  });
+});
+
+describe("the engine's deadline reaches the store", () => {
+  it("a begin the engine gave up on (storeTimeoutMs 1000) during CLIENT PAUSE WRITE 1500 never applies later", async () => {
+    server = await RedisServer.start(dir.path);
+    const admin = clientFor();
+    // The store's own default deadline (2000 ms) is longer than the engine's: the engine's must win.
+    const store = new RedisStore({ client: clientFor() });
+    const idempotency = createIdempotency({ store, scope: "global", leaseMs: 3_000 });
+    expect(idempotency.options.storeTimeoutMs).toBe(1_000);
+    expect((await send(idempotency, { key: randomUUID() }, () => created)).status).toBe(201);
+
+    const key = randomUUID();
+    let runs = 0;
+    const handler = () => {
+      runs++;
+      return created;
+    };
+    const pausedAt = performance.now();
+    await admin.call("CLIENT", "PAUSE", "1500", "WRITE");
+    const duringPause = await send(idempotency, { key }, handler);
+    expect(duringPause.status).toBe(503);
+    expect(JSON.parse(duringPause.body).type).toBe(PROBLEM_TYPES.storeUnavailable);
+    // Let the pause run out: the begin queued on the server then runs, after the engine's deadline.
+    await sleep(1_500 - (performance.now() - pausedAt) + 50);
+    expect(await store.get(key)).toBeNull(); // same connection: runs after the queued begin
+
+    const retry = await send(idempotency, { key }, handler);
+    expect(retry).toEqual({ ...created, executed: true });
+    expect(runs).toBe(1);
   });
 });
 

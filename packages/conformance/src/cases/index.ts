@@ -1,5 +1,6 @@
 import type { StoreCase } from "../harness.js";
 import { claimsAbsentKey, reportsLiveInFlight } from "./claim.js";
+import { acceptsCallerDeadline, neverAppliesLateBegin } from "./deadline.js";
 import { fencesByOwnerToken } from "./fencing.js";
 import { extendRenewsLease, neverTakesOverCompleted, takesOverExpiredLease } from "./lease.js";
 import { oneWinnerAmongConcurrentBegins, oneWinnerAmongConcurrentTakeovers } from "./race.js";
@@ -13,6 +14,7 @@ import { keepsNullAndEmptyResponses, storesResponsesExactly } from "./responses.
 import { expiresAfterTtl } from "./ttl.js";
 
 export {
+  acceptsCallerDeadline,
   answersOrThrowsStoreErrorAfterClose,
   claimsAbsentKey,
   expiresAfterTtl,
@@ -21,6 +23,7 @@ export {
   inspectsAndDeletesRecords,
   keepsKeysIndependent,
   keepsNullAndEmptyResponses,
+  neverAppliesLateBegin,
   neverTakesOverCompleted,
   oneWinnerAmongConcurrentBegins,
   oneWinnerAmongConcurrentTakeovers,
@@ -47,4 +50,8 @@ export const storeCases: readonly StoreCase[] = [
   inspectsAndDeletesRecords,
   sharesDataAcrossInstances,
   answersOrThrowsStoreErrorAfterClose,
+  acceptsCallerDeadline,
 ];
+
+/** Cases that need describeStore's `stall` option, declared only when it is given. */
+export const stallCases: readonly StoreCase[] = [neverAppliesLateBegin];

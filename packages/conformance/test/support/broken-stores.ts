@@ -1,4 +1,9 @@
-import type { BeginArgs, BeginResult } from "@idempotency/core";
+import {
+  type BeginArgs,
+  type BeginResult,
+  IdempotencyStoreError,
+  type StoreCallOptions,
+} from "@idempotency/core";
 import { type Row, SimpleStore } from "./simple-store.js";
 
 /** The bug the suite exists for: begin reads, awaits, then writes from what it read. */
@@ -77,5 +82,60 @@ export class RawErrorStore extends SimpleStore {
   protected override live(key: string): Row | undefined {
     if (this.#closed) throw new Error("store is closed");
     return super.live(key);
+  }
+}
+
+/**
+ * A store behind a server that can stall (the `stall` option): a begin waits until the stall ends, then
+ * refuses to apply when the caller's deadline has passed, as RedisStore's scripts do. The control of the
+ * deadline case; it reads the real clock, since a stall is real time.
+ */
+export class StallingStore extends SimpleStore {
+  #stalledUntil = 0;
+
+  constructor() {
+    super(() => Date.now());
+  }
+
+  stall(ms: number): void {
+    this.#stalledUntil = Date.now() + ms;
+  }
+
+  /** Whether a command that reaches the server late is refused. */
+  protected enforcesDeadline(): boolean {
+    return true;
+  }
+
+  /** Gives up at the caller's deadline, like a client with a timeout; the command still reaches the server. */
+  override begin(key: string, args: BeginArgs, call?: StoreCallOptions): Promise<BeginResult> {
+    const calledAt = Date.now();
+    const applied = this.#apply(key, args, calledAt, call);
+    if (!call) return applied;
+    applied.catch(() => undefined);
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new IdempotencyStoreError("begin timed out")), call.timeoutMs),
+    );
+    return Promise.race([applied, timeout]);
+  }
+
+  async #apply(
+    key: string,
+    args: BeginArgs,
+    calledAt: number,
+    call?: StoreCallOptions,
+  ): Promise<BeginResult> {
+    const wait = this.#stalledUntil - calledAt;
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (this.enforcesDeadline() && call && Date.now() - calledAt > call.timeoutMs) {
+      throw new IdempotencyStoreError("begin reached the store after its deadline and was not applied");
+    }
+    return super.begin(key, args);
+  }
+}
+
+/** Applies a begin whenever it reaches the store, however late, after its caller gave up on it. */
+export class LateApplyingStore extends StallingStore {
+  protected override enforcesDeadline(): boolean {
+    return false;
   }
 }
