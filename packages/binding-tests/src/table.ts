@@ -747,6 +747,66 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "keeps the lease while the handler runs after its client gave up: retries over 3 leases get 409, then the replay",
+          async () => {
+            const leaseMs = 300;
+            const t = await start({ leaseMs });
+            const pending = openRequest(`${t.app.url}${t.path("/slow")}`, { key: "k-client-gone" });
+            pending.response.catch(() => {}); // the client gives up on its own timeout
+            await t.hooks.whenExecuted("slow");
+            pending.destroy();
+            await untilNoConnections(t.app.server);
+            const gaveUpAt = Date.now();
+            const statuses: number[] = [];
+            while (Date.now() - gaveUpAt < 3 * leaseMs) {
+              const retry = await t.send("/slow", { key: "k-client-gone" });
+              expectProblem(retry, 409, PROBLEM_TYPES.inProgress);
+              expect(retry.headers["retry-after"]).toBe("1");
+              statuses.push(retry.status);
+              await sleep(leaseMs / 6);
+            }
+            expect(statuses.length).toBeGreaterThanOrEqual(6);
+            t.hooks.openGate();
+            await t.nextEvent("completed");
+            const replay = await t.send("/slow", { key: "k-client-gone" });
+            expect(replay.status).toBe(201);
+            expect(replay.text()).toBe('{"slow":1}');
+            expect(replay.headers["idempotent-replayed"]).toBe("true");
+            expect(t.hooks.count("slow")).toBe(1);
+            expect(t.eventTypes().filter((type) => type !== "in-progress")).toEqual([
+              "claimed",
+              "completed",
+              "replayed",
+            ]);
+          },
+          timeout,
+        );
+
+        it(
+          "stops renewing at maxExecutionMs and says so (execution-limit); once the lease ends a retry takes over",
+          async () => {
+            const leaseMs = 300;
+            const t = await start({ leaseMs, maxExecutionMs: 2 * leaseMs });
+            const first = t.send("/slow", { key: "k-bound" });
+            await t.hooks.whenExecuted("slow");
+            expect(await t.nextEvent("execution-limit")).toMatchObject({ maxExecutionMs: 2 * leaseMs });
+            const duringLastLease = await t.send("/slow", { key: "k-bound" });
+            expectProblem(duringLastLease, 409, PROBLEM_TYPES.inProgress);
+            await sleep(leaseMs + leaseMs / 3); // the lease renewed last runs out
+            const retry = t.send("/slow", { key: "k-bound" });
+            await t.hooks.whenExecuted("slow", 2);
+            t.hooks.openGate();
+            expect((await first).text()).toBe('{"slow":1}');
+            expect((await retry).text()).toBe('{"slow":2}');
+            const claims = t.events.filter((event) => event.type === "claimed");
+            expect(claims.map((event) => event.type === "claimed" && event.takeover)).toEqual([false, true]);
+            expect(t.eventTypes()).toContain("lease-lost");
+            expect(t.hooks.count("slow")).toBe(2);
+          },
+          timeout,
+        );
+
+        it(
           "answers 413 problem+json to a body above maxRequestBytes, declared or chunked, before any store call",
           async () => {
             const t = await start({ maxRequestBytes: 1_000 });

@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
 import {
+  IdempotencyAbortError,
   IdempotencyError,
   IdempotencyInProgressError,
   IdempotencyInvalidKeyError,
+  IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
   IdempotencyRequestTooLargeError,
@@ -12,7 +14,7 @@ import {
   toStoreError,
 } from "./errors.js";
 import type { IdempotencyEvent, IdempotencyEventBase } from "./events.js";
-import { createFingerprinter, hashParts } from "./fingerprint.js";
+import { createFingerprinter, hashParts, withBoundedBody } from "./fingerprint.js";
 import { contentLength, normalizeHeaders, type ResponseHeadersInput, storableHeaders } from "./headers.js";
 import { identityKey } from "./identity.js";
 import { parseIdempotencyKey } from "./key.js";
@@ -47,8 +49,11 @@ export type Decision =
  *
  * The order a binding follows: `start` once when the response head is known, `write` for each body chunk
  * (forward what it returns), then `await end()` and forward what it returns before finishing the response.
- * Headers must reach the client no earlier than the first forwarded bytes (or the end). `notStarted`,
- * `closed` and `abandon` may come at any point.
+ * Headers must reach the client no earlier than the first forwarded bytes (or the end). `notStarted` and
+ * `abandon` may come at any point. The lease is renewed until `end` or `abandon`, whatever the client
+ * connection does: a client that left (its own timeout) and retries must find the key in progress while the
+ * handler still runs, so a binding never stops renewal on a disconnect; it reports the response produced
+ * later as usual, or `abandon` once no response can ever come.
  *
  * @example
  * ```ts
@@ -78,10 +83,14 @@ export interface Execution {
   end(chunk?: Uint8Array): Promise<Uint8Array>;
   /** The handler declares that it did nothing: the claim is released and nothing is stored, whatever the status. */
   notStarted(): void;
-  /** The client connection closed: stop renewing the lease. A response produced later is still stored. */
-  closed(): void;
   /** The handler finished without producing any response: release the claim so a retry runs again. */
   abandon(): Promise<void>;
+  /**
+   * Aborted when the handler should stop early: its lease was lost to another request, or it ran past
+   * `maxExecutionMs`. `reason` is an `IdempotencyAbortError` saying which. Bindings hand it to handlers
+   * (`idempotencySignal`).
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -172,6 +181,8 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const store = guardStore(resolved.store, resolved.storeTimeoutMs);
   const fingerprintOf = createFingerprinter(resolved.fingerprint, resolved.maxRequestBytes);
   const headerName = resolved.header;
+  // User functions get a request whose body() is bounded by maxRequestBytes unless they pass a larger limit.
+  const boundsUserBody = typeof resolved.scope === "function" || typeof resolved.fingerprint === "function";
 
   function emit(event: () => IdempotencyEvent): void {
     if (!resolved.onEvent) return;
@@ -239,7 +250,10 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
       }
       if (result.state === "claimed") {
         emit(() => ({ ...base(), type: "claimed", takeover: result.takeover }));
-        return { state: "claimed", execution: new ClaimedExecution(resolved, store, key, token, base, emit) };
+        return {
+          state: "claimed",
+          execution: new ClaimedExecution(resolved, store, key, token, base, emit, now()),
+        };
       }
       if (result.fingerprint !== fingerprint) {
         emit(() => ({ ...base(), type: "key-reused" }));
@@ -272,8 +286,9 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
 
     let scope: string;
     let fingerprint: string;
+    const seen = boundsUserBody ? withBoundedBody(request, resolved.maxRequestBytes) : request;
     try {
-      [scope, fingerprint] = await Promise.all([scopeOf(request), fingerprintOf(request)]);
+      [scope, fingerprint] = await Promise.all([scopeOf(seen), fingerprintOf(seen)]);
     } catch (error) {
       // By code, not class: a binding may load another build of this module (ESM and CJS copies differ).
       if ((error as { code?: unknown } | null)?.code !== TOO_LARGE) throw error;
@@ -289,7 +304,11 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
       case "key-reused":
         return respond(problems.keyReused(headerName));
       case "in-flight":
-        return respond(problems.inProgress(headerName, outcome.leaseRemainingMs));
+        return respond(
+          lockedForGood(outcome.leaseRemainingMs)
+            ? problems.keyLocked(headerName)
+            : problems.inProgress(headerName, retryHint(outcome.leaseRemainingMs)),
+        );
       case "unavailable":
         return resolved.failOpen ? PASS : respond(problems.storeUnavailable());
       case "completed":
@@ -311,7 +330,8 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
       case "key-reused":
         throw new IdempotencyKeyReusedError();
       case "in-flight":
-        throw new IdempotencyInProgressError(outcome.leaseRemainingMs);
+        if (lockedForGood(outcome.leaseRemainingMs)) throw new IdempotencyKeyLockedError();
+        throw new IdempotencyInProgressError(retryHint(outcome.leaseRemainingMs), outcome.leaseRemainingMs);
       case "unavailable":
         if (!resolved.failOpen) throw outcome.error;
         return await fn({ key, signal: new AbortController().signal, notStarted: () => {} });
@@ -322,12 +342,22 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     }
   }
 
+  /** An expired lease that is not taken over: the first request stopped and `"conflict"` keeps the key locked. */
+  function lockedForGood(leaseRemainingMs: number): boolean {
+    return leaseRemainingMs <= 0 && resolved.onLeaseExpired === "conflict";
+  }
+
+  /** When a duplicate should retry: the configured hint, sooner when the lease ends first. */
+  function retryHint(leaseRemainingMs: number): number {
+    return Math.max(1, Math.min(resolved.retryAfterMs, leaseRemainingMs));
+  }
+
   return { options: resolved, handle, run };
 }
 
 /**
- * What `run` passes to the function it protects: the key, a signal that aborts when the call lost its claim,
- * and `notStarted()`. Annotate with it when the protected function is declared apart from the `run` call.
+ * What `run` passes to the function it protects: the key, a signal that aborts when the call should stop
+ * (it lost its claim, or ran past `maxExecutionMs`), and `notStarted()`. Annotate with it when the protected function is declared apart from the `run` call.
  *
  * @example
  * ```ts
@@ -344,8 +374,9 @@ export interface RunContext {
   /** The caller's key, as given to `run`. */
   readonly key: string;
   /**
-   * Aborted when this call lost its claim (its lease expired and another call took the key over): stop
-   * early if you can, the result will not be stored.
+   * Aborted when this call should stop early: it lost its claim (another call took the key over; the result
+   * will not be stored), or it ran past `maxExecutionMs` (its lease is no longer renewed). `signal.reason` is
+   * an `IdempotencyAbortError` whose `code` says which.
    */
   readonly signal: AbortSignal;
   /** Declares that the call did nothing (e.g. validation failed): the claim is released, nothing is stored. */
@@ -499,6 +530,25 @@ export function declareNotStarted(native: unknown): void {
   if (isObject(native)) claims.get(native)?.notStarted();
 }
 
+/**
+ * The signal of the claim an engine holds for a framework request (`native`, as for
+ * {@link declareNotStarted}), or `undefined` when no engine claimed it. It aborts when the handler should stop
+ * early: the lease was lost to another request, or the handler ran past `maxExecutionMs`. Bindings export it
+ * as `idempotencySignal`.
+ *
+ * @example
+ * ```ts
+ * import { executionSignal } from "@idempotency/core";
+ *
+ * export function idempotencySignal(ctx: Context): AbortSignal | undefined {
+ *   return executionSignal(ctx);
+ * }
+ * ```
+ */
+export function executionSignal(native: unknown): AbortSignal | undefined {
+  return isObject(native) ? claims.get(native)?.signal : undefined;
+}
+
 function respond(response: PreparedResponse): Decision {
   return { action: "respond", response, replayed: false };
 }
@@ -615,7 +665,11 @@ class ClaimedExecution implements Execution {
   #finished = false;
   #renewal: ReturnType<typeof setInterval> | undefined;
   #renewing = false;
+  /** When the handler started, on the engine's clock: `maxExecutionMs` counts from here. */
+  readonly #startedAt: number;
   #abort: AbortController | undefined;
+  /** Why the signal is (or will be, once someone asks for it) aborted. */
+  #abortReason: IdempotencyAbortError | undefined;
 
   constructor(
     options: ResolvedOptions,
@@ -624,6 +678,7 @@ class ClaimedExecution implements Execution {
     token: string,
     base: () => IdempotencyEventBase,
     emit: Emit,
+    startedAt: number,
   ) {
     this.#options = options;
     this.#store = store;
@@ -631,15 +686,22 @@ class ClaimedExecution implements Execution {
     this.#token = token;
     this.#base = base;
     this.#emit = emit;
+    this.#startedAt = startedAt;
     this.#renewal = setInterval(() => void this.#renew(), Math.floor(options.leaseMs / 3));
     this.#renewal.unref?.();
   }
 
-  /** Aborted when this execution lost its claim to another request. */
   get signal(): AbortSignal {
     this.#abort ??= new AbortController();
-    if (this.#leaseLost) this.#abort.abort();
+    if (this.#abortReason && !this.#abort.signal.aborted) this.#abort.abort(this.#abortReason);
     return this.#abort.signal;
+  }
+
+  /** Aborts the signal (now, or when it is first asked for) and stops renewing the lease. */
+  #stop(reason: IdempotencyAbortError): void {
+    this.#stopRenewal();
+    this.#abortReason ??= reason;
+    this.#abort?.abort(this.#abortReason);
   }
 
   start(status: number, headers: ResponseHeadersInput): void {
@@ -699,10 +761,6 @@ class ClaimedExecution implements Execution {
 
   notStarted(): void {
     this.#notStarted = true;
-  }
-
-  closed(): void {
-    this.#stopRenewal();
   }
 
   async abandon(): Promise<void> {
@@ -785,13 +843,29 @@ class ClaimedExecution implements Execution {
 
   async #renew(): Promise<void> {
     if (this.#renewing || this.#finished) return;
+    const { maxExecutionMs } = this.#options;
+    if (this.#options.now() - this.#startedAt >= maxExecutionMs) {
+      // A handler this slow is presumed hung: let its lease run out so the key cannot be held forever.
+      this.#stop(
+        new IdempotencyAbortError(
+          "ERR_IDEMPOTENCY_EXECUTION_LIMIT",
+          `The handler ran past maxExecutionMs (${maxExecutionMs} ms); its lease is no longer renewed.`,
+        ),
+      );
+      this.#emit(() => ({ ...this.#base(), type: "execution-limit", maxExecutionMs }));
+      return;
+    }
     this.#renewing = true;
     try {
       const renewed = await this.#store.extend(this.#key, this.#token, this.#options.leaseMs);
       if (!renewed && !this.#finished) {
         this.#leaseLost = true;
-        this.#stopRenewal();
-        this.#abort?.abort();
+        this.#stop(
+          new IdempotencyAbortError(
+            "ERR_IDEMPOTENCY_LEASE_LOST",
+            "Another request took this key over; this execution's result will not be stored.",
+          ),
+        );
         this.#emit(() => ({ ...this.#base(), type: "lease-lost", operation: "extend" }));
       }
     } catch (error) {

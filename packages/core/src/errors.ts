@@ -83,7 +83,8 @@ export function toStoreError(operation: string, error: unknown): IdempotencyStor
 
 /**
  * Thrown by `idempotency.run()` when a call with the same key is still running (and `waitMs` ran out).
- * `retryAfterMs` is how long the other call's lease has left.
+ * `retryAfterMs` is when to try again: the engine's `retryAfterMs` hint (default 1 s), or the time left on the
+ * running call's lease when that is shorter.
  *
  * @example
  * ```ts
@@ -96,18 +97,68 @@ export function toStoreError(operation: string, error: unknown): IdempotencyStor
  * ```
  */
 export class IdempotencyInProgressError extends IdempotencyError {
-  /** Milliseconds left on the running call's lease: retry after that. */
+  /** How long to wait before retrying: the engine's `retryAfterMs`, or the lease left when shorter. */
   readonly retryAfterMs: number;
+  /** Milliseconds left on the running call's lease (it is renewed while that call runs). */
+  readonly leaseRemainingMs: number;
 
-  constructor(retryAfterMs: number) {
+  constructor(retryAfterMs: number, leaseRemainingMs: number = retryAfterMs) {
     super(
       "ERR_IDEMPOTENCY_IN_PROGRESS",
-      retryAfterMs > 0
-        ? `A call with this key is still running; retry in ${retryAfterMs} ms to get its result.`
-        : 'A call with this key stopped without a result and onLeaseExpired is "conflict": the key stays ' +
-            "locked until its record expires.",
+      `A call with this key is still running; retry in ${retryAfterMs} ms to get its result.`,
     );
     this.retryAfterMs = retryAfterMs;
+    this.leaseRemainingMs = leaseRemainingMs;
+  }
+}
+
+/**
+ * Thrown by `idempotency.run()` when a call with this key stopped without a result (its process died, its
+ * lease expired) and `onLeaseExpired` is `"conflict"`: the key stays locked until its record's TTL ends, so
+ * retrying it is pointless. Use a new key for a new attempt, or resolve the call by hand.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await idempotency.run(payment.id, charge);
+ * } catch (error) {
+ *   if (error instanceof IdempotencyKeyLockedError) return alertOperator(payment.id); // never retried
+ *   throw error;
+ * }
+ * ```
+ */
+export class IdempotencyKeyLockedError extends IdempotencyError {
+  constructor() {
+    super(
+      "ERR_IDEMPOTENCY_KEY_LOCKED",
+      'A call with this key stopped without a result, and onLeaseExpired is "conflict": the key stays locked ' +
+        "until its record expires. Do not retry it; use a new key for a new attempt.",
+    );
+  }
+}
+
+/**
+ * The `reason` of the signal a protected handler gets (`context.signal` under `run()`, the bindings'
+ * `idempotencySignal(...)`) when it aborts: `code` `ERR_IDEMPOTENCY_LEASE_LOST` when another request took the
+ * key over (this one's result will not be stored), or `ERR_IDEMPOTENCY_EXECUTION_LIMIT` when the handler ran
+ * past `maxExecutionMs` and the engine stopped renewing its lease (another request may take the key over once
+ * the lease ends). Stop early if you can.
+ *
+ * @example
+ * ```ts
+ * await idempotency.run(job.id, async ({ signal }) => {
+ *   signal.addEventListener("abort", () => {
+ *     const reason = signal.reason as IdempotencyAbortError;
+ *     logger.warn({ code: reason.code }, "stopping: the claim on this job is ending");
+ *   });
+ *   return work(job, { signal });
+ * });
+ * ```
+ */
+export class IdempotencyAbortError extends IdempotencyError {
+  constructor(code: "ERR_IDEMPOTENCY_LEASE_LOST" | "ERR_IDEMPOTENCY_EXECUTION_LIMIT", message: string) {
+    super(code, message);
+    this.name = "AbortError";
   }
 }
 

@@ -30,6 +30,8 @@ export interface IdempotencyEventBase {
  * - `released`: the outcome was not stored (5xx, `shouldStore` said no, or no response), so a retry runs again;
  * - `not-started`: the handler declared it did nothing (`notStarted`), so the claim was released;
  * - `lease-lost`: this request lost its claim while running (another took over); its response was not stored;
+ * - `execution-limit`: the handler ran past `maxExecutionMs`: its lease is no longer renewed (it ends at most
+ *   `leaseMs` later, and a retry may then take the key over) and its signal was aborted;
  * - `store-error`: a store call failed or timed out (`complete` only after its retries ran out);
  * - `fail-open`: the store could not be reached and `failOpen` is on: the request runs without protection.
  *
@@ -55,6 +57,7 @@ export type IdempotencyEvent = IdempotencyEventBase &
     | { type: "released"; status: number | null; reason: "not-stored" | "no-response" }
     | { type: "not-started"; status: number | null }
     | { type: "lease-lost"; operation: "extend" | "complete" }
+    | { type: "execution-limit"; maxExecutionMs: number }
     | {
         type: "store-error";
         operation: "begin" | "complete" | "extend" | "release";

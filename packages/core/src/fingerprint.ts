@@ -96,6 +96,22 @@ export function createFingerprinter(
 }
 
 /**
+ * `request` as the user's `scope` and `fingerprint` functions see it: `body()` without an argument is bounded
+ * by `maxRequestBytes` like the engine's own read (413 past it), so a custom fingerprint that hashes the body
+ * cannot buffer an unbounded one. A caller that passes a larger limit gets it, on purpose.
+ */
+export function withBoundedBody(request: IdempotencyRequest, maxBytes: number): IdempotencyRequest {
+  return {
+    method: request.method,
+    path: request.path,
+    query: request.query,
+    headers: request.headers,
+    body: (limit = maxBytes) => boundedBody(request, limit),
+    native: request.native,
+  };
+}
+
+/**
  * The body, never longer than `maxBytes`: a declared `Content-Length` above it is refused before reading, and
  * the binding's reader stops once more arrives (checked again here, for readers that ignore the limit).
  */

@@ -5,15 +5,18 @@ export {
   type Decision,
   declareNotStarted,
   type Execution,
+  executionSignal,
   type Idempotency,
   type RunContext,
   type RunOptions,
 } from "./engine.js";
 export {
+  IdempotencyAbortError,
   IdempotencyBodyConsumedError,
   IdempotencyError,
   IdempotencyInProgressError,
   IdempotencyInvalidKeyError,
+  IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
   IdempotencyRequestTooLargeError,

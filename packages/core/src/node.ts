@@ -142,7 +142,6 @@ export function declaresBody(req: IncomingMessage): boolean {
  * import { drainAfterClose } from "@idempotency/core/node";
  *
  * res.once("close", () => {
- *   execution.closed();
  *   if (!res.writableFinished && !drainAfterClose(pipedBody, execution)) void execution.abandon();
  * });
  * ```

@@ -38,8 +38,20 @@ export interface IdempotencyOptions {
   fingerprint?: FingerprintOption;
   /** How long a completed record is kept. Default `86_400_000` (24 h). */
   ttlMs?: number;
-  /** The in-flight lease, renewed every `leaseMs / 3` while the handler runs. Default `30_000`. */
+  /**
+   * The in-flight lease, renewed every `leaseMs / 3` for as long as the handler runs, whether or not its client
+   * is still connected (a client that timed out and retries must find the key in progress, not free). It only
+   * runs out when the process dies or stops renewing (see `maxExecutionMs`). Default `30_000`.
+   */
   leaseMs?: number;
+  /**
+   * The longest a handler is trusted to run: after it the engine stops renewing the lease, aborts the
+   * handler's signal (`context.signal` under `run()`, the bindings' `idempotencySignal`) and emits
+   * `execution-limit`. The claim then ends at most `leaseMs` later, and a retry may take the key over (with
+   * `onLeaseExpired: "run-again"`), so a hung handler cannot hold its key forever. Between `leaseMs` and
+   * `ttlMs`; `false` renews for as long as the handler runs. Default: 10 minutes, within those bounds.
+   */
+  maxExecutionMs?: number | false;
   /**
    * What a retry finds when the first request's lease expired without a result (the process crashed):
    * `"run-again"` (default) takes the key over and runs; `"conflict"` keeps answering 409 until the TTL ends,
@@ -52,6 +64,13 @@ export interface IdempotencyOptions {
    * Default `0`: answer 409 at once.
    */
   waitMs?: number;
+  /**
+   * How soon a duplicate that finds its key in progress is told to retry: the 409's `Retry-After` (rounded up to
+   * whole seconds, at least 1) and `IdempotencyInProgressError.retryAfterMs`. Capped by the time left on the
+   * running request's lease. Default `1_000`: most handlers finish within seconds, and a client that waits for
+   * the whole lease (30 s) would wait far longer than the result takes.
+   */
+  retryAfterMs?: number;
   /** Which final statuses are stored for replay. Default: below 500 except 408, 409, 425 and 429. */
   shouldStore?: (status: number) => boolean;
   /**
@@ -101,8 +120,11 @@ export interface ResolvedOptions {
   fingerprint: FingerprintOption | undefined;
   ttlMs: number;
   leaseMs: number;
+  /** `Number.POSITIVE_INFINITY` when `maxExecutionMs` is `false`. */
+  maxExecutionMs: number;
   onLeaseExpired: "run-again" | "conflict";
   waitMs: number;
+  retryAfterMs: number;
   shouldStore: (status: number) => boolean;
   /** Lower-case names of the response headers that are never stored, defaults and `replayHeaders` applied. */
   unreplayedHeaders: ReadonlySet<string>;
@@ -139,8 +161,10 @@ const KNOWN_OPTIONS = new Set<string>([
   "fingerprint",
   "ttlMs",
   "leaseMs",
+  "maxExecutionMs",
   "onLeaseExpired",
   "waitMs",
+  "retryAfterMs",
   "shouldStore",
   "replayHeaders",
   "maxResponseBytes",
@@ -204,6 +228,33 @@ function resolveReplayHeaders(value: unknown): Set<string> {
   }
   for (const name of headerNames("replayHeaders.deny", deny)) unreplayed.add(name);
   return unreplayed;
+}
+
+const DEFAULT_MAX_EXECUTION_MS = 600_000;
+
+function resolveMaxExecution(value: unknown, leaseMs: number, ttlMs: number): number {
+  if (value === false) return Number.POSITIVE_INFINITY;
+  if (value === undefined) return Math.max(leaseMs, Math.min(ttlMs, DEFAULT_MAX_EXECUTION_MS));
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+    fail(
+      "maxExecutionMs",
+      `expected a positive whole number of milliseconds or false, got ${describe(value)}.`,
+    );
+  }
+  if (value < leaseMs) {
+    fail(
+      "maxExecutionMs",
+      `must be at least leaseMs (${leaseMs}): the first lease already lets a handler run that long.`,
+    );
+  }
+  if (value > ttlMs) {
+    fail(
+      "maxExecutionMs",
+      `must not exceed ttlMs (${ttlMs}): a handler running past its record's lifetime has no record to complete. ` +
+        "Raise ttlMs, or pass false to renew for as long as the handler runs.",
+    );
+  }
+  return value;
 }
 
 function optionalFunction<T>(option: string, value: unknown): T | undefined {
@@ -321,6 +372,9 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   if (leaseMs > ttlMs)
     fail("leaseMs", `must not exceed ttlMs (${ttlMs}); a lease cannot outlive its record.`);
 
+  const maxExecutionMs = resolveMaxExecution(options.maxExecutionMs, leaseMs, ttlMs);
+  const retryAfterMs = positiveInteger("retryAfterMs", options.retryAfterMs, 1_000);
+
   const onLeaseExpired = options.onLeaseExpired ?? "run-again";
   if (onLeaseExpired !== "run-again" && onLeaseExpired !== "conflict") {
     fail("onLeaseExpired", `expected "run-again" or "conflict", got ${describe(onLeaseExpired)}.`);
@@ -368,8 +422,10 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     fingerprint: options.fingerprint,
     ttlMs,
     leaseMs,
+    maxExecutionMs,
     onLeaseExpired,
     waitMs,
+    retryAfterMs,
     unreplayedHeaders: resolveReplayHeaders(options.replayHeaders),
     maxResponseBytes,
     maxRequestBytes,

@@ -17,8 +17,14 @@ export const PROBLEM_TYPES = {
   invalidKey: "urn:idempotency:problem:invalid-key",
   /** 422: the key was already used with a request that has a different fingerprint. */
   keyReused: "urn:idempotency:problem:key-reused",
-  /** 409: a request with this key is still being processed. */
+  /** 409: a request with this key is still being processed; retry after `Retry-After` seconds. */
   inProgress: "urn:idempotency:problem:in-progress",
+  /**
+   * 409: a request with this key stopped without a result and the service never runs such a request twice
+   * (`onLeaseExpired: "conflict"`): the key stays locked until its record expires. Do not retry it; there is
+   * no `Retry-After`.
+   */
+  keyLocked: "urn:idempotency:problem:key-locked",
   /** 410: the original request completed but its response was too large to store. */
   responseNotStored: "urn:idempotency:problem:response-not-stored",
   /** 413: the request body is larger than `maxRequestBytes`, so it cannot be fingerprinted. */
@@ -103,18 +109,25 @@ export const problems = {
       `This ${header} was already used for a different request to this endpoint (another body or query). Send a new key ` +
         "for a new request, or resend exactly the original request to get its result.",
     ),
-  /** `leaseRemainingMs` 0: the first request's lease expired and `onLeaseExpired` is `"conflict"`. */
-  inProgress: (header: string, leaseRemainingMs: number) => {
-    const retryAfter = Math.max(1, Math.ceil(leaseRemainingMs / 1000));
-    const detail =
-      leaseRemainingMs > 0
-        ? `A request with this ${header} is still being processed. Retry after ${retryAfter} s to get its result.`
-        : `A request with this ${header} stopped without a result, and this service never runs such a request ` +
-          "twice; the key stays locked until its record expires. Use a new key for a new attempt.";
-    return problemResponse(PROBLEM_TYPES.inProgress, 409, "Request in progress", detail, [
-      ["retry-after", String(retryAfter)],
-    ]);
+  /** `retryAfterMs`: when the duplicate should try again (the hint, capped by the lease left). */
+  inProgress: (header: string, retryAfterMs: number) => {
+    const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    return problemResponse(
+      PROBLEM_TYPES.inProgress,
+      409,
+      "Request in progress",
+      `A request with this ${header} is still being processed. Retry after ${retryAfter} s to get its result.`,
+      [["retry-after", String(retryAfter)]],
+    );
   },
+  keyLocked: (header: string) =>
+    problemResponse(
+      PROBLEM_TYPES.keyLocked,
+      409,
+      "Idempotency key locked",
+      `A request with this ${header} stopped without a result, and this service never runs such a request ` +
+        "twice; the key stays locked until its record expires. Do not retry it; use a new key for a new attempt.",
+    ),
   responseNotStored: (location: Array<[string, string]>) =>
     problemResponse(
       PROBLEM_TYPES.responseNotStored,

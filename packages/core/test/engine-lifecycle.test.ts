@@ -23,7 +23,7 @@ function slowHandler(wait: { gate?: Promise<void>; ms?: number }, status = 201) 
 }
 
 describe("in flight", () => {
-  it("answers 409 with Retry-After in whole seconds left on the lease while the first runs", async () => {
+  it("answers 409 with Retry-After: the retryAfterMs hint (1 s), not the whole lease left", async () => {
     const idempotency = engine();
     const gate = deferred();
     const handler = slowHandler({ gate: gate.promise });
@@ -31,13 +31,13 @@ describe("in flight", () => {
     await vi.advanceTimersByTimeAsync(500);
     const duplicate = await send(idempotency, { key: "k" }, handler);
     expect(duplicate.response.status).toBe(409);
-    expect(duplicate.response.headers["retry-after"]).toBe("3");
+    expect(duplicate.response.headers["retry-after"]).toBe("1");
     expect(duplicate.response.json()).toEqual({
       type: PROBLEM_TYPES.inProgress,
       title: "Request in progress",
       status: 409,
       detail:
-        "A request with this Idempotency-Key is still being processed. Retry after 3 s to get its result.",
+        "A request with this Idempotency-Key is still being processed. Retry after 1 s to get its result.",
     });
     gate.resolve();
     expect((await first).response.text()).toBe("run 1");
@@ -99,7 +99,7 @@ describe("in flight", () => {
     expect(store.calls.extend).toBe(renewals);
   });
 
-  it("stops renewing when the connection closes, and still stores a response produced later", async () => {
+  it("keeps renewing after the client left (its own timeout), and stores the response produced later", async () => {
     const idempotency = engine();
     const gate = deferred();
     let disconnect: () => void = () => {};
@@ -112,8 +112,15 @@ describe("in flight", () => {
     await vi.advanceTimersByTimeAsync(LEASE / 3);
     expect(store.calls.extend).toBe(1);
     disconnect();
-    await vi.advanceTimersByTimeAsync(LEASE / 2);
-    expect(store.calls.extend).toBe(1);
+    // The client retries while the handler still runs, for three whole leases: always 409, never a rerun.
+    const retryHandler = slowHandler({});
+    for (let tick = 0; tick < 9; tick++) {
+      await vi.advanceTimersByTimeAsync(LEASE / 3);
+      const retry = await send(idempotency, { key: "k" }, retryHandler);
+      expect(retry.response.status).toBe(409);
+    }
+    expect(retryHandler.runs).toBe(0);
+    expect(store.calls.extend).toBe(10);
     gate.resolve();
     expect((await first).response.body.length).toBe(0); // the client had gone
     const retry = await send(idempotency, { key: "k" }, slowHandler({}));
@@ -124,12 +131,24 @@ describe("in flight", () => {
 });
 
 describe("crash, takeover and fencing", () => {
+  it("caps the Retry-After hint at the lease left, in whole seconds rounded up", async () => {
+    const idempotency = engine({ retryAfterMs: 10_000 });
+    const gate = deferred();
+    const handler = slowHandler({ gate: gate.promise });
+    const first = send(idempotency, { key: "k" }, handler);
+    await vi.advanceTimersByTimeAsync(500); // 2500 ms left on the lease (renewed at 1000)
+    const duplicate = await send(idempotency, { key: "k" }, handler);
+    expect(duplicate.response.headers["retry-after"]).toBe("3");
+    gate.resolve();
+    await first;
+  });
+
   it("takes over after the lease of a crashed request expires, and fences the stale owner", async () => {
     const idempotency = engine();
     const staleGate = deferred();
     let crash: () => void = () => {};
     const stale = send(idempotency, { key: "k" }, async (res, context) => {
-      crash = context.disconnect; // stands in for a dead process: no renewal, no release
+      crash = context.stall; // stands in for a dead process: no renewal, no release
       await staleGate.promise;
       res.writeHead(201);
       await res.end("stale result");
@@ -188,7 +207,7 @@ describe("crash, takeover and fencing", () => {
     const idempotency = engine();
     const gate = deferred();
     const slow = send(idempotency, { key: "k" }, async (res, context) => {
-      context.disconnect(); // no renewal from here on
+      context.stall(); // no renewal reaches the store from here on
       await gate.promise;
       res.writeHead(201);
       await res.end("late but alone");
@@ -227,14 +246,23 @@ describe("crash, takeover and fencing", () => {
   it('onLeaseExpired: "conflict" answers 409 after the lease until the TTL, then runs again', async () => {
     const idempotency = engine({ onLeaseExpired: "conflict", ttlMs: 60_000 });
     send(idempotency, { key: "k" }, async (_res, context) => {
+      context.stall();
       context.disconnect();
       await new Promise(() => {}); // never finishes: a crashed process
     });
     await vi.advanceTimersByTimeAsync(LEASE * 2);
     const blocked = await send(idempotency, { key: "k" }, slowHandler({}));
     expect(blocked.response.status).toBe(409);
-    expect(blocked.response.headers["retry-after"]).toBe("1");
-    expect((blocked.response.json() as { detail: string }).detail).toMatch(/never runs such a request twice/);
+    // "Do not retry": its own problem type, and no Retry-After that a client would loop on.
+    expect(blocked.response.headers["retry-after"]).toBeUndefined();
+    expect(blocked.response.json()).toEqual({
+      type: PROBLEM_TYPES.keyLocked,
+      title: "Idempotency key locked",
+      status: 409,
+      detail:
+        "A request with this Idempotency-Key stopped without a result, and this service never runs such a request " +
+        "twice; the key stays locked until its record expires. Do not retry it; use a new key for a new attempt.",
+    });
     await vi.advanceTimersByTimeAsync(60_000 - LEASE * 2);
     const handler = slowHandler({});
     expect((await send(idempotency, { key: "k" }, handler)).response.status).toBe(201);

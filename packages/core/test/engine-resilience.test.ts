@@ -3,6 +3,7 @@ import {
   createIdempotency,
   declareNotStarted,
   decodeResponse,
+  executionSignal,
   type IdempotencyOptions,
   IdempotencyRequestTooLargeError,
   PROBLEM_TYPES,
@@ -307,8 +308,8 @@ describe("waitMs", () => {
     await vi.advanceTimersByTimeAsync(1_000);
     const { response } = await duplicate;
     expect(response.status).toBe(409);
-    expect(response.headers["retry-after"]).toBe("29");
-    expect(events.at(-1)).toMatchObject({ type: "in-progress", waitedMs: 1_000 });
+    expect(response.headers["retry-after"]).toBe("1");
+    expect(events.at(-1)).toMatchObject({ type: "in-progress", waitedMs: 1_000, leaseRemainingMs: 29_000 });
     gate.resolve();
     await first;
   });
@@ -330,7 +331,8 @@ describe("waitMs", () => {
   it("takes over a crashed request whose lease expires during the wait", async () => {
     const idempotency = engine({ waitMs: 5_000 });
     const crashed = send(idempotency, { key: "k" }, async (_res, context) => {
-      context.disconnect(); // the process "dies": renewal stops and no response ever comes
+      context.stall(); // the process "dies": renewal stops and no response ever comes
+      context.disconnect();
       await new Promise(() => {});
     });
     void crashed;
@@ -524,6 +526,67 @@ describe("maxRequestBytes", () => {
     expect(decision.action).toBe("execute");
     expect(request.bodyReads).toBe(0);
     if (decision.action === "execute") await decision.execution.abandon();
+  });
+
+  it("bounds the body a custom fingerprint or scope function reads: 413, unless it asks for more on purpose", async () => {
+    const limits: Array<number | undefined> = [];
+    const spy = (request: ReturnType<typeof neutralRequest>) => {
+      const read = request.body;
+      request.body = (maxBytes?: number) => {
+        limits.push(maxBytes);
+        return read(maxBytes);
+      };
+      return request;
+    };
+    const hashBody = engine({
+      maxRequestBytes: 10,
+      fingerprint: async (request) => Buffer.from(await request.body()).toString("hex"),
+    });
+    const chunked = spy(neutralRequest({ key: "k1", body: "x".repeat(11) }));
+    const decision = await hashBody.handle(chunked);
+    expect(decision.action === "respond" && decision.response.status).toBe(413);
+    expect(limits).toEqual([10]);
+    const declared = neutralRequest({ key: "k2", body: "x".repeat(11), headers: { "content-length": "11" } });
+    expect((await hashBody.handle(declared)).action).toBe("respond");
+    expect(declared.bodyReads).toBe(0);
+
+    const scopeFromBody = engine({
+      maxRequestBytes: 10,
+      scope: async (request) =>
+        Buffer.from(await request.body())
+          .toString()
+          .slice(0, 3),
+    });
+    const big = await scopeFromBody.handle(neutralRequest({ key: "k3", body: "x".repeat(11) }));
+    expect(big.action === "respond" && big.response.status).toBe(413);
+
+    const onPurpose = engine({
+      maxRequestBytes: 10,
+      fingerprint: async (request) => String((await request.body(1_000)).length),
+    });
+    const larger = await onPurpose.handle(neutralRequest({ key: "k4", body: "x".repeat(11) }));
+    expect(larger.action).toBe("execute");
+    if (larger.action === "execute") await larger.execution.abandon();
+    expect(store.calls.begin).toBe(1);
+  });
+});
+
+describe("executionSignal", () => {
+  it("hands out the claim's signal for the framework request, aborted once the lease is lost", async () => {
+    const idempotency = engine();
+    const request = neutralRequest({ key: "k" });
+    expect(executionSignal(request.native)).toBeUndefined();
+    const decision = await idempotency.handle(request);
+    if (decision.action !== "execute") throw new Error("expected a claim");
+    const signal = executionSignal(request.native);
+    expect(signal).toBe(decision.execution.signal);
+    expect(signal?.aborted).toBe(false);
+    await store.inner.delete(events[0]?.key ?? "");
+    await vi.advanceTimersByTimeAsync(LEASE / 3);
+    expect(signal?.aborted).toBe(true);
+    expect(signal?.reason).toMatchObject({ code: "ERR_IDEMPOTENCY_LEASE_LOST" });
+    expect(executionSignal(undefined)).toBeUndefined();
+    expect(executionSignal("req")).toBeUndefined();
   });
 });
 

@@ -3,7 +3,40 @@
  * exactly as the Express, Hono and Koa bindings do, over an in-memory "connection" that records what the
  * client receives and when. If a behaviour can be shown here, the bindings only have to translate.
  */
-import type { Execution, Idempotency, IdempotencyRequest } from "../src/index.js";
+import { identityKey } from "../src/identity.js";
+import {
+  type Execution,
+  type Idempotency,
+  type IdempotencyRequest,
+  parseIdempotencyKey,
+} from "../src/index.js";
+
+/**
+ * A test store that can stop hearing the renewals of one owner: what the store sees of a process that froze
+ * or died. `silenceOwnerOf(key)` silences the token that last claimed `key`; a later owner is heard again.
+ */
+export interface SilenceableStore {
+  silenceOwnerOf(key: string): void;
+}
+
+/** The owners whose renewals no longer reach a store, for test stores to share. */
+export class SilencedOwners {
+  readonly #owners = new Map<string, string>();
+  readonly #silenced = new Set<string>();
+
+  claimed(key: string, token: string): void {
+    this.#owners.set(key, token);
+  }
+
+  silence(key: string): void {
+    const token = this.#owners.get(key);
+    if (token !== undefined) this.#silenced.add(token);
+  }
+
+  has(token: string): boolean {
+    return this.#silenced.has(token);
+  }
+}
 
 export interface HarnessRequest {
   method?: string;
@@ -73,9 +106,13 @@ interface ResponseSink {
 export interface HandlerContext {
   /** Declare the request not started (validation failed before any side effect). */
   notStarted(): void;
-  /** Simulate the client dropping the connection. */
+  /** Simulate the client dropping the connection (its own timeout): the handler goes on, and so does renewal. */
   disconnect(): void;
-  /** Simulate a process pause (a long GC, a frozen VM): lease renewal stops, the connection stays open. */
+  /**
+   * Simulate a process that froze (a long GC, a paused VM) or died: its renewals stop reaching the store, so
+   * the lease runs out. The engine's store must be a {@link SilenceableStore}. A crash is `stall()` plus a
+   * handler that never finishes.
+   */
   stall(): void;
   request: IdempotencyRequest;
 }
@@ -181,6 +218,7 @@ export async function send(
   const request = neutralRequest(input);
   const connection = new Connection(timeline);
   const decision = await engine.handle(request);
+  const identity = decision.action === "execute" ? await identityOf(engine, request) : undefined;
 
   if (decision.action === "respond") {
     connection.head(decision.response.status, decision.response.headers);
@@ -224,11 +262,11 @@ export async function send(
   const context: HandlerContext = {
     request,
     notStarted: () => execution?.notStarted(),
-    disconnect: () => {
-      connection.drop();
-      execution?.closed();
+    disconnect: () => connection.drop(),
+    stall: () => {
+      if (identity !== undefined)
+        (engine.options.store as unknown as SilenceableStore).silenceOwnerOf(identity);
     },
-    stall: () => execution?.closed(),
   };
   try {
     await handler(res, context);
@@ -240,4 +278,13 @@ export async function send(
   }
   if (!res.ended) await execution?.abandon();
   return { response: connection.view(), execution, action: decision.action };
+}
+
+/** The hashed identity the engine claimed for `request`, computed the way the engine does. */
+async function identityOf(engine: Idempotency, request: IdempotencyRequest): Promise<string> {
+  const { scope, header, maxKeyLength } = engine.options;
+  const principal = scope === "global" ? "global" : await scope(request);
+  const parsed = parseIdempotencyKey(request.headers.get(header) ?? "", maxKeyLength);
+  if (!parsed.ok) throw new Error(`the harness sent an invalid key: ${parsed.reason}`);
+  return identityKey(principal, request.method, request.path, parsed.key);
 }

@@ -16,7 +16,7 @@ import {
   type IdempotencyStore,
   MemoryStore,
 } from "../src/index.js";
-import { type Exchange, send } from "./harness.js";
+import { type Exchange, type SilenceableStore, SilencedOwners, send } from "./harness.js";
 import { deferred } from "./support.js";
 
 const LEASE = 3_000;
@@ -71,9 +71,14 @@ const command: fc.Arbitrary<Command> = fc.oneof(
 );
 
 /** A store whose calls run only when the model lets them, in the order it picks: the race scheduler. */
-class ScheduledStore implements IdempotencyStore {
+class ScheduledStore implements IdempotencyStore, SilenceableStore {
   readonly pending: Array<() => void> = [];
+  readonly #silenced = new SilencedOwners();
   constructor(readonly inner: MemoryStore) {}
+
+  silenceOwnerOf(key: string): void {
+    this.#silenced.silence(key);
+  }
 
   #schedule<T>(call: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -81,12 +86,17 @@ class ScheduledStore implements IdempotencyStore {
     });
   }
   begin(key: string, args: BeginArgs) {
-    return this.#schedule(() => this.inner.begin(key, args));
+    return this.#schedule(async () => {
+      const result = await this.inner.begin(key, args);
+      if (result.state === "claimed") this.#silenced.claimed(key, args.token);
+      return result;
+    });
   }
   complete(key: string, token: string, response: Uint8Array | null, ttlMs: number) {
     return this.#schedule(() => this.inner.complete(key, token, response, ttlMs));
   }
   extend(key: string, token: string, leaseMs: number) {
+    if (this.#silenced.has(token)) return Promise.resolve(true); // a frozen or dead process's renewal
     return this.#schedule(() => this.inner.extend(key, token, leaseMs));
   }
   release(key: string, token: string) {
@@ -169,6 +179,7 @@ class Model {
         execution.finished = true;
         switch (spec.outcome) {
           case "crash":
+            context.stall();
             context.disconnect();
             await new Promise(() => {}); // the process died: no response, no more renewals
             return;

@@ -43,6 +43,24 @@ describe("options are validated at construction", () => {
     ["leaseMs", { store, scope: "global", leaseMs: 2 }, /at least 3 ms/],
     ["leaseMs", { store, scope: "global", leaseMs: 10_000, ttlMs: 5_000 }, /must not exceed ttlMs/],
     ["onLeaseExpired", { store, scope: "global", onLeaseExpired: "retry" }, /"run-again" or "conflict"/],
+    [
+      "maxExecutionMs",
+      { store, scope: "global", maxExecutionMs: true },
+      /whole number of milliseconds or false/,
+    ],
+    [
+      "maxExecutionMs",
+      { store, scope: "global", maxExecutionMs: 0 },
+      /whole number of milliseconds or false/,
+    ],
+    ["maxExecutionMs", { store, scope: "global", maxExecutionMs: 1_000 }, /at least leaseMs \(30000\)/],
+    [
+      "maxExecutionMs",
+      { store, scope: "global", ttlMs: 60_000, maxExecutionMs: 120_000 },
+      /must not exceed ttlMs \(60000\).*pass false/,
+    ],
+    ["retryAfterMs", { store, scope: "global", retryAfterMs: 0 }, /positive whole number/],
+    ["retryAfterMs", { store, scope: "global", retryAfterMs: "1s" }, /positive whole number/],
     ["shouldStore", { store, scope: "global", shouldStore: [200] }, /expected a function/],
     ["onEvent", { store, scope: "global", onEvent: "console" }, /expected a function/],
     ["now", { store, scope: "global", now: 5 }, /expected a function/],
@@ -88,6 +106,13 @@ describe("options are validated at construction", () => {
     });
   }
 
+  it("keeps the default maxExecutionMs within leaseMs and ttlMs", () => {
+    const short = createIdempotency({ store, scope: "global", leaseMs: 3_000, ttlMs: 60_000 });
+    expect(short.options.maxExecutionMs).toBe(60_000);
+    const long = createIdempotency({ store, scope: "global", leaseMs: 900_000 });
+    expect(long.options.maxExecutionMs).toBe(900_000);
+  });
+
   it("rejects a missing options object", () => {
     expect(optionError(undefined as unknown as Record<string, unknown>).option).toBe("options");
   });
@@ -101,6 +126,8 @@ describe("options are validated at construction", () => {
     expect(options.ttlMs).toBe(86_400_000);
     expect(options.leaseMs).toBe(30_000);
     expect(options.onLeaseExpired).toBe("run-again");
+    expect(options.maxExecutionMs).toBe(600_000);
+    expect(options.retryAfterMs).toBe(1_000);
     expect(options.shouldStore).toBe(defaultShouldStore);
     expect(options.waitMs).toBe(0);
     expect(options.maxResponseBytes).toBe(1_048_576);

@@ -1,7 +1,9 @@
 import { describe, expect, it, vi } from "vitest";
 import {
+  IdempotencyAbortError,
   IdempotencyInProgressError,
   IdempotencyInvalidKeyError,
+  IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
   IdempotencyResultNotStoredError,
@@ -71,7 +73,7 @@ describe("idempotency.run", () => {
     expect(await idempotency.run("k", () => "ran")).toBe("ran");
   });
 
-  it("throws IdempotencyInProgressError for a concurrent duplicate, with the lease left", async () => {
+  it("throws IdempotencyInProgressError for a concurrent duplicate: retry after the 1 s hint, with the lease left", async () => {
     const idempotency = engine();
     const gate = deferred();
     const first = idempotency.run("k", async () => {
@@ -81,9 +83,21 @@ describe("idempotency.run", () => {
     await vi.advanceTimersByTimeAsync(500);
     const error = await idempotency.run("k", () => 2).catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(IdempotencyInProgressError);
-    expect(error).toMatchObject({ code: "ERR_IDEMPOTENCY_IN_PROGRESS", retryAfterMs: 2_500 });
+    expect(error).toMatchObject({
+      code: "ERR_IDEMPOTENCY_IN_PROGRESS",
+      retryAfterMs: 1_000,
+      leaseRemainingMs: 2_500,
+      message: "A call with this key is still running; retry in 1000 ms to get its result.",
+    });
+    const soon = engine({ retryAfterMs: 50 });
+    const quick = soon.run("q", () => gate.promise.then(() => 3));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(await soon.run("q", () => 4).catch((caught: unknown) => caught)).toMatchObject({
+      retryAfterMs: 50,
+    });
     gate.resolve();
     expect(await first).toBe(1);
+    expect(await quick).toBe(3);
   });
 
   it("with waitMs, a concurrent duplicate waits and returns the first call's result", async () => {
@@ -215,10 +229,84 @@ describe("idempotency.run", () => {
     await idempotency.run("k", () => "taken over");
     await vi.advanceTimersByTimeAsync(LEASE / 3);
     expect(signal?.aborted).toBe(true);
+    expect(signal?.reason).toMatchObject({ code: "ERR_IDEMPOTENCY_LEASE_LOST" });
     gate.resolve();
     expect(await first).toBe("late");
     expect(await idempotency.run("k", () => "again")).toBe("taken over");
     expect(events.map((event) => event.type)).toContain("lease-lost");
+  });
+
+  it("renews for as long as the function runs: duplicates over 3 leases get InProgress, then the result", async () => {
+    const idempotency = engine();
+    const gate = deferred();
+    let runs = 0;
+    const first = idempotency.run("k", async () => {
+      runs++;
+      await gate.promise;
+      return { charged: runs };
+    });
+    for (let tick = 0; tick < 9; tick++) {
+      await vi.advanceTimersByTimeAsync(LEASE / 3);
+      const duplicate = await idempotency
+        .run("k", () => ({ charged: -1 }))
+        .catch((caught: unknown) => caught);
+      expect(duplicate).toBeInstanceOf(IdempotencyInProgressError);
+    }
+    gate.resolve();
+    expect(await first).toEqual({ charged: 1 });
+    expect(await idempotency.run("k", () => ({ charged: -1 }))).toEqual({ charged: 1 });
+    expect(runs).toBe(1);
+    expect(store.calls.extend).toBe(9);
+  });
+
+  it("maxExecutionMs: stops renewing at the bound, aborts the signal and emits execution-limit", async () => {
+    const idempotency = engine({ maxExecutionMs: 2 * LEASE });
+    const gate = deferred();
+    let signal: AbortSignal | undefined;
+    const hung = idempotency.run("k", async (context) => {
+      signal = context.signal;
+      await gate.promise;
+      return "late";
+    });
+    await vi.advanceTimersByTimeAsync(2 * LEASE - 1);
+    expect(signal?.aborted).toBe(false);
+    expect(store.calls.extend).toBe(5);
+    await vi.advanceTimersByTimeAsync(1); // the sixth tick finds the bound reached
+    expect(signal?.aborted).toBe(true);
+    expect(signal?.reason).toBeInstanceOf(IdempotencyAbortError);
+    expect(signal?.reason).toMatchObject({ code: "ERR_IDEMPOTENCY_EXECUTION_LIMIT", name: "AbortError" });
+    expect(store.calls.extend).toBe(5);
+    expect(events.at(-1)).toMatchObject({ type: "execution-limit", maxExecutionMs: 2 * LEASE });
+    // Until the last renewed lease ends the key is still in progress; then a retry takes it over.
+    await vi.advanceTimersByTimeAsync(LEASE - LEASE / 3 - 1);
+    await expect(idempotency.run("k", () => "again")).rejects.toBeInstanceOf(IdempotencyInProgressError);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await idempotency.run("k", () => "again")).toBe("again");
+    gate.resolve();
+    expect(await hung).toBe("late");
+    expect(events.at(-1)).toMatchObject({ type: "lease-lost", operation: "complete" });
+  });
+
+  it("maxExecutionMs: false renews for as long as the function runs", async () => {
+    const idempotency = engine({ maxExecutionMs: false, ttlMs: 4 * LEASE });
+    expect(idempotency.options.maxExecutionMs).toBe(Number.POSITIVE_INFINITY);
+    const gate = deferred();
+    const first = idempotency.run("k", () => gate.promise.then(() => "done"));
+    await vi.advanceTimersByTimeAsync(20 * LEASE);
+    expect(store.calls.extend).toBe(60);
+    await expect(idempotency.run("k", () => "x")).rejects.toBeInstanceOf(IdempotencyInProgressError);
+    gate.resolve();
+    expect(await first).toBe("done");
+  });
+
+  it('throws IdempotencyKeyLockedError, not InProgress with 0 ms, once a lease expired under "conflict"', async () => {
+    const idempotency = engine({ onLeaseExpired: "conflict", maxExecutionMs: LEASE });
+    void idempotency.run("k", () => new Promise(() => {})); // never settles, like a hung call
+    await vi.advanceTimersByTimeAsync(LEASE + LEASE / 3 + LEASE);
+    const error = await idempotency.run("k", () => 1).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(IdempotencyKeyLockedError);
+    expect(error).toMatchObject({ code: "ERR_IDEMPOTENCY_KEY_LOCKED" });
+    expect((error as Error).message).toMatch(/Do not retry it; use a new key/);
   });
 
   it("rejects bad keys, functions and options with typed errors", async () => {

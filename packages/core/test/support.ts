@@ -9,11 +9,12 @@ import {
   type StoreCallOptions,
   type StoredRecord,
 } from "../src/index.js";
+import { type SilenceableStore, SilencedOwners } from "./harness.js";
 
 type Method = "begin" | "complete" | "extend" | "release" | "get" | "delete";
 
 /** A MemoryStore that counts calls per method and can be switched to failing, like a store that is down. */
-export class InstrumentedStore implements IdempotencyStore {
+export class InstrumentedStore implements IdempotencyStore, SilenceableStore {
   readonly inner: MemoryStore;
   readonly calls: Record<Method, number> = {
     begin: 0,
@@ -30,6 +31,7 @@ export class InstrumentedStore implements IdempotencyStore {
   readonly failures: Partial<Record<Method, number>> = {};
   /** The caller's deadline (the last argument) of every call, in call order. */
   readonly deadlines: Array<[Method, StoreCallOptions | undefined]> = [];
+  readonly #silenced = new SilencedOwners();
 
   /** Pass `inner` to give two instruments (two "processes") the same records. */
   constructor(inner: MemoryStore = new MemoryStore()) {
@@ -57,9 +59,15 @@ export class InstrumentedStore implements IdempotencyStore {
     return call();
   }
 
+  silenceOwnerOf(key: string): void {
+    this.#silenced.silence(key);
+  }
+
   async begin(key: string, args: BeginArgs, call?: StoreCallOptions) {
     this.#enter("begin", call);
-    return this.#answer("begin", () => this.inner.begin(key, args));
+    const result = await this.#answer("begin", () => this.inner.begin(key, args));
+    if (result.state === "claimed") this.#silenced.claimed(key, args.token);
+    return result;
   }
   async complete(
     key: string,
@@ -72,6 +80,8 @@ export class InstrumentedStore implements IdempotencyStore {
     return this.#answer("complete", () => this.inner.complete(key, token, response, ttlMs));
   }
   async extend(key: string, token: string, leaseMs: number, call?: StoreCallOptions) {
+    // A frozen or dead process's renewal never arrives; the process itself would not notice either.
+    if (this.#silenced.has(token)) return true;
     this.#enter("extend", call);
     return this.#answer("extend", () => this.inner.extend(key, token, leaseMs));
   }

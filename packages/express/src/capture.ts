@@ -33,8 +33,9 @@ export function captureResponse(res: ServerResponse, execution: Execution): void
   res.on("pipe", (source: unknown) => {
     piped = source;
   });
+  // The lease is renewed until the response ends, whatever the connection does: a client that gave up and
+  // retries must find the key in progress while the handler still runs.
   res.once("close", () => {
-    execution.closed();
     if (released && !ending && !res.writableFinished && piped !== undefined) {
       ending = true;
       if (!drainAfterClose(piped, execution)) ending = false;

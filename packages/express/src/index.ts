@@ -1,5 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createIdempotency, declareNotStarted, type IdempotencyOptions } from "@idempotency/core";
+import {
+  createIdempotency,
+  declareNotStarted,
+  executionSignal,
+  type IdempotencyOptions,
+} from "@idempotency/core";
 import { captureResponse } from "./capture.js";
 import { type ExpressRequestLike, neutralRequest } from "./request.js";
 
@@ -65,7 +70,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           return;
         }
         const { execution } = decision;
-        captureResponse(res, execution); // also stops lease renewal when the connection closes
+        captureResponse(res, execution);
         next();
       })
       .catch((error: unknown) => next(error)); // scope/fingerprint functions, or a replay Node refused
@@ -104,4 +109,25 @@ function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, str
  */
 export function notStarted(req: IncomingMessage): void {
   declareNotStarted(req);
+}
+
+/**
+ * The signal of this request's idempotency claim, or `undefined` when the middleware did not claim it. It
+ * aborts when the handler should stop early: another request took the key over (this result will not be
+ * stored), or the handler ran past `maxExecutionMs` (its lease is no longer renewed). `reason` is an
+ * `IdempotencyAbortError` whose `code` says which. It does not abort when the client disconnects: the handler's
+ * result is still stored for the client's retry.
+ *
+ * @example
+ * ```ts
+ * import { idempotencySignal } from "@idempotency/express";
+ *
+ * app.post("/payments", idempotency(options), express.json(), async (req, res) => {
+ *   const receipt = await provider.charge(req.body, { signal: idempotencySignal(req) });
+ *   res.status(201).json(receipt);
+ * });
+ * ```
+ */
+export function idempotencySignal(req: IncomingMessage): AbortSignal | undefined {
+  return executionSignal(req);
 }

@@ -117,13 +117,21 @@ describe.each([
 });
 
 describe("express 4 async throw", () => {
-  it("keeps the lease while the client waits, stops renewing when it leaves, and frees the key after leaseMs", async () => {
+  it("keeps the lease after the client leaves until maxExecutionMs (Express 4 never answers), then frees the key after leaseMs", async () => {
     vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] }); // the lease renewal timer only
     let now = 1_700_000_000_000;
     const clock = () => now;
     const store = new MemoryStore({ now: clock });
     const leaseMs = 3_000;
-    const { options, events } = recordingOptions({ store, now: clock, leaseMs });
+    const maxExecutionMs = 4 * leaseMs;
+    const { options, events } = recordingOptions({ store, now: clock, leaseMs, maxExecutionMs });
+    /** Moves the engine's clock and its renewal timer together, one renewal interval at a time. */
+    const step = async (intervals: number) => {
+      for (let i = 0; i < intervals; i++) {
+        now += leaseMs / 3;
+        await vi.advanceTimersByTimeAsync(leaseMs / 3);
+      }
+    };
     const app = express4();
     let runs = 0;
     let entered: () => void = () => {};
@@ -145,20 +153,24 @@ describe("express 4 async throw", () => {
     const key = events.find((event) => event.type === "claimed")?.key as string;
 
     // The client still waits: the lease is renewed every leaseMs / 3.
-    now += 2_000;
-    await vi.advanceTimersByTimeAsync(leaseMs / 3);
+    await step(2);
     expect(await store.get(key)).toMatchObject({ state: "in-flight", leaseRemainingMs: leaseMs });
-    now += 2_000;
     const duplicate = await httpRequest(url, { key: "k-charge" });
     expect(duplicate.status).toBe(409);
     expect((duplicate.json() as { type: string }).type).toBe(PROBLEM_TYPES.inProgress);
 
-    // The client gives up: renewal stops, the lease runs out.
+    // The client gives up; the handler may still be running, so the lease is still renewed.
     hanging.destroy();
     await untilNoConnections(running.server);
-    await vi.advanceTimersByTimeAsync(3 * leaseMs);
-    expect(await store.get(key)).toMatchObject({ state: "in-flight", leaseRemainingMs: 1_000 });
-    now += 999;
+    await step(6);
+    expect(await store.get(key)).toMatchObject({ state: "in-flight", leaseRemainingMs: leaseMs });
+    expect((await httpRequest(url, { key: "k-charge" })).status).toBe(409);
+
+    // At maxExecutionMs renewal stops; the last renewed lease then runs out.
+    await step(4);
+    expect(events.at(-1)).toMatchObject({ type: "execution-limit", maxExecutionMs });
+    expect(await store.get(key)).toMatchObject({ state: "in-flight", leaseRemainingMs: 2_000 });
+    now += 1_999;
     expect((await httpRequest(url, { key: "k-charge" })).status).toBe(409);
     expect(runs).toBe(1);
 

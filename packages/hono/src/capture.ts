@@ -176,7 +176,6 @@ function captureBody(
   function leave(): void {
     if (clientGone) return;
     clientGone = true;
-    execution.closed();
     void step.then(drain);
   }
 

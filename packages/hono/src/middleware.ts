@@ -1,6 +1,7 @@
 import {
   createIdempotency,
   declareNotStarted,
+  executionSignal,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
@@ -49,26 +50,21 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     if (decision.action === "respond") return send(c, decision.response);
 
     const { execution } = decision;
-    // While the handler runs, a client that goes away only stops lease renewal; the capture takes over after.
-    const signal = c.req.raw.signal;
-    const onAbort = () => execution.closed();
-    if (signal.aborted) execution.closed();
-    else signal.addEventListener("abort", onAbort, { once: true });
+    // The lease is renewed until the response is captured, whatever the client does: one that gave up and
+    // retries must find the key in progress while the handler still runs.
     try {
       await next();
     } catch (error) {
       // Not handled by the app's onError (e.g. a thrown non-Error): there is no response to store.
       await execution.abandon();
       throw error;
-    } finally {
-      signal.removeEventListener("abort", onAbort);
     }
     if (!c.finalized) {
       await execution.abandon();
       return;
     }
     try {
-      c.res = await captureResponse(c.res, execution, signal);
+      c.res = await captureResponse(c.res, execution, c.req.raw.signal);
     } catch (error) {
       // The response body could not be read (already used, or it failed at once): nothing to store.
       await execution.abandon();
@@ -96,6 +92,27 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
  */
 export function notStarted(c: Context): void {
   declareNotStarted(c);
+}
+
+/**
+ * The signal of the current request's idempotency claim, or `undefined` when the middleware did not claim
+ * it. It aborts when the handler should stop early: another request took the key over (this result will not
+ * be stored), or the handler ran past `maxExecutionMs` (its lease is no longer renewed). `reason` is an
+ * `IdempotencyAbortError` whose `code` says which. It does not abort when the client disconnects (that is
+ * `c.req.raw.signal`): the handler's result is still stored for the client's retry.
+ *
+ * @example
+ * ```ts
+ * import { idempotencySignal } from "@idempotency/hono";
+ *
+ * app.post("/payments", idempotency(options), async (c) => {
+ *   const receipt = await provider.charge(await c.req.json(), { signal: idempotencySignal(c) });
+ *   return c.json(receipt, 201);
+ * });
+ * ```
+ */
+export function idempotencySignal(c: Context): AbortSignal | undefined {
+  return executionSignal(c);
 }
 
 /** A replay or a problem, through `c.body` so headers other middleware prepared with `c.header()` apply. */

@@ -658,7 +658,7 @@ describe("client disconnect", () => {
 });
 
 describe("leases", () => {
-  it("renews the lease while the handler runs, stops when the client leaves, and fences the late result", async () => {
+  it("renews the lease while the handler runs, also after the client left, until maxExecutionMs; fences the late result", async () => {
     let clock = 1_000_000;
     const now = () => clock;
     const log = new EventLog();
@@ -673,6 +673,7 @@ describe("leases", () => {
         scope: "global",
         now,
         leaseMs: 30_000,
+        maxExecutionMs: 120_000,
         onEvent: log.onEvent,
       }),
       async (c) => {
@@ -706,11 +707,19 @@ describe("leases", () => {
       await elapse(40_000); // past the first lease: only renewals keep it
       const duplicate = await send(server, { path: "/hang", key: "k" });
       expect(duplicate.status).toBe(409);
-      expect(duplicate.headers["retry-after"]).toBe("30");
+      expect(duplicate.headers["retry-after"]).toBe("1");
 
       first.destroy();
       await aborted.promise;
-      await elapse(40_000); // no renewal since the client left: the lease runs out
+      await elapse(40_000); // the client left, the handler runs on: still renewed
+      expect((await send(server, { path: "/hang", key: "k" })).status).toBe(409);
+      await elapse(40_000); // the tick at 120 s finds maxExecutionMs reached
+      expect(log.events.find((event) => event.type === "execution-limit")).toMatchObject({
+        maxExecutionMs: 120_000,
+        elapsedMs: 120_000,
+      });
+      expect((await send(server, { path: "/hang", key: "k" })).status).toBe(409);
+      await elapse(30_000); // the lease renewed last, at 110 s, has run out
       const retry = send(server, { path: "/hang", key: "k" });
       expect(await log.next("claimed")).toMatchObject({ takeover: true });
 

@@ -14,8 +14,9 @@ type Callback = (error?: Error | null) => void;
  * - each `write` forwards what `execution.write` returns;
  * - `end` waits for `execution.end` (the record is completed) and then sends the remaining bytes;
  * - when Koa's error handling (`ctx.onerror`) gives up without a response, the claim is released;
- * - the connection closing stops lease renewal (`execution.closed`). If the handler has not responded yet,
- *   Koa is told the response is still writable, so it serialises the handler's result into the capture as
+ * - the connection closing never stops lease renewal: the handler still runs, and a client that gave up and
+ *   retries must find the key in progress. If the handler has not responded yet, Koa is told the response is
+ *   still writable, so it serialises the handler's result into the capture as
  *   usual instead of skipping it; a streamed response that was cut off (or only starts after the client left,
  *   when Koa destroys the stream) can never be completed, so its claim is released (`execution.abandon`).
  */
@@ -120,7 +121,6 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   };
 
   const onClose = () => {
-    execution.closed();
     if (ending || abandoned) return;
     if (headed) {
       // Cut off mid-way. A stream body still holds the rest of the response: read it to its end and store

@@ -1,6 +1,7 @@
 import {
   createIdempotency,
   declareNotStarted,
+  executionSignal,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
@@ -80,6 +81,27 @@ export function idempotency(options: IdempotencyOptions): Middleware {
  */
 export function notStarted(ctx: AnyContext): void {
   declareNotStarted(ctx);
+}
+
+/**
+ * The signal of the current request's idempotency claim, or `undefined` when the middleware did not claim
+ * it. It aborts when the handler should stop early: another request took the key over (this result will not
+ * be stored), or the handler ran past `maxExecutionMs` (its lease is no longer renewed). `reason` is an
+ * `IdempotencyAbortError` whose `code` says which. It does not abort when the client disconnects: the
+ * handler's result is still stored for the client's retry.
+ *
+ * @example
+ * ```ts
+ * import { idempotencySignal } from "@idempotency/koa";
+ *
+ * router.post("/payments", async (ctx) => {
+ *   ctx.status = 201;
+ *   ctx.body = await provider.charge(ctx.request.body, { signal: idempotencySignal(ctx) });
+ * });
+ * ```
+ */
+export function idempotencySignal(ctx: AnyContext): AbortSignal | undefined {
+  return executionSignal(ctx);
 }
 
 /** Sends a replay or a problem through Koa, with exactly the engine's status, headers and body. */

@@ -231,7 +231,7 @@ for (const [major, KoaApp] of MAJORS) {
       );
 
       it(
-        "renews the lease while the client waits, stops when it leaves a handler that never responds, and frees the key after leaseMs",
+        "renews the lease of a handler that never responds, also after its client left, until maxExecutionMs; then frees the key after leaseMs",
         async () => {
           let clock = 1_000_000;
           const now = () => clock;
@@ -245,7 +245,14 @@ for (const [major, KoaApp] of MAJORS) {
           const store = new CountingStore({ now });
           const events: IdempotencyEvent[] = [];
           const app = newApp().use(
-            idempotency({ store, scope: "global", now, leaseMs: 30_000, onEvent: (e) => events.push(e) }),
+            idempotency({
+              store,
+              scope: "global",
+              now,
+              leaseMs: 30_000,
+              maxExecutionMs: 60_000,
+              onEvent: (e) => events.push(e),
+            }),
           );
           let runs = 0;
           app.use(async (ctx) => {
@@ -259,21 +266,35 @@ for (const [major, KoaApp] of MAJORS) {
           const { url, server } = await start(app);
           // Only the engine's renewal interval is faked; the HTTP server keeps real time.
           vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+          /** Moves the engine's clock and its renewal timer together, one renewal interval at a time. */
+          const step = async (intervals: number) => {
+            for (let i = 0; i < intervals; i++) {
+              const before = store.extendCalls;
+              clock += 10_000;
+              vi.advanceTimersByTime(10_000);
+              await until(() => store.extendCalls > before || events.at(-1)?.type === "execution-limit");
+              await new Promise((resolve) => setTimeout(resolve, 5)); // the renewal settles (real timers)
+            }
+          };
           try {
             const pending = openRequest(`${url}/hang`, { key: "k-hang" });
             pending.response.catch(() => {});
             await until(() => runs === 1);
-            clock += 10_000;
-            vi.advanceTimersByTime(10_000);
-            await until(() => store.extendCalls === 1);
-            clock += 25_000; // past the first lease, within the renewed one
+            await step(3);
+            expect(store.extendCalls).toBe(3);
             const busy = await httpRequest(`${url}/hang`, { key: "k-hang" });
             expect(busy.status).toBe(409);
             pending.destroy();
             await until(() => noConnections(server));
-            clock += 30_000;
-            vi.advanceTimersByTime(30_000);
-            expect(store.extendCalls).toBe(1);
+            await step(2); // the client left; renewal goes on
+            expect(store.extendCalls).toBe(5);
+            expect((await httpRequest(`${url}/hang`, { key: "k-hang" })).status).toBe(409);
+            await step(1); // 60 s: maxExecutionMs reached
+            expect(store.extendCalls).toBe(5);
+            expect(events.at(-1)).toMatchObject({ type: "execution-limit", maxExecutionMs: 60_000 });
+            clock += 19_999; // the lease renewed at 50 s lasts until 80 s
+            expect((await httpRequest(`${url}/hang`, { key: "k-hang" })).status).toBe(409);
+            clock += 1;
             const retry = await httpRequest(`${url}/hang`, { key: "k-hang" });
             expect(retry.text()).toBe("run 2");
             expect(
