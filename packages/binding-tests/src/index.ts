@@ -7,6 +7,7 @@ export {
   openRequest,
 } from "./client.js";
 export { TableHooks } from "./hooks.js";
+export { signalReport } from "./signal.js";
 export { TableStore } from "./store.js";
 export { type DescribeBindingOptions, describeBindingBehaviour } from "./table.js";
 export type {

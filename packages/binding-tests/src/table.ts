@@ -807,6 +807,21 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "hands the handler its claim's signal (idempotencySignal): aborted at maxExecutionMs, none when unclaimed",
+          async () => {
+            const t = await start({ leaseMs: 300, maxExecutionMs: 600 });
+            const bounded = await t.send("/signal", { key: "k-signal" });
+            expect(bounded.status).toBe(200);
+            expect(bounded.json()).toEqual({ aborted: true, code: "ERR_IDEMPOTENCY_EXECUTION_LIMIT" });
+            const unclaimed = await t.send("/signal");
+            expect(unclaimed.json()).toEqual({ signal: null });
+            expect(t.hooks.count("signal")).toBe(2);
+            expect(t.eventTypes()).toEqual(["claimed", "execution-limit", "completed"]);
+          },
+          timeout,
+        );
+
+        it(
           "answers 413 problem+json to a body above maxRequestBytes, declared or chunked, before any store call",
           async () => {
             const t = await start({ maxRequestBytes: 1_000 });

@@ -17,7 +17,9 @@ export type RouteName =
   | "client-error"
   | "not-started"
   | "slow"
+  | "signal"
   | "stream-gated"
+  | "stream-late"
   | "headers-late";
 
 /**
@@ -37,8 +39,8 @@ export interface RouteHooks {
    */
   executed(route: RouteName): number;
   /**
-   * `/slow` awaits this after `executed("slow")`, and `/stream-gated` between its two parts; it resolves when
-   * the test opens the gate.
+   * `/slow` awaits this after `executed("slow")`, `/stream-gated` between its two parts, and `/signal` until
+   * its claim's signal aborts; it resolves when the test opens the gate.
    */
   gate(): Promise<void>;
 }

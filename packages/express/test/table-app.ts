@@ -7,12 +7,13 @@ import {
   gatedParts,
   type RouteName,
   type RunningApp,
+  signalReport,
   streamChunks,
   textChunks,
 } from "@idempotency/binding-tests";
 import type express from "express";
 import type { ErrorRequestHandler, RequestHandler } from "express";
-import { idempotency, notStarted } from "../src/index.js";
+import { idempotency, idempotencySignal, notStarted } from "../src/index.js";
 
 export type ExpressModule = typeof express;
 
@@ -69,6 +70,12 @@ export function startTableApp(express: ExpressModule, major: 4 | 5, setup: AppSe
     res.type("application/octet-stream");
     Readable.from(streamChunks(n).map((chunk) => Buffer.from(chunk))).pipe(res);
   });
+  target.post("/stream-late", ...before, async (_req, res) => {
+    const n = ran("stream-late");
+    await hooks.gate();
+    res.type("application/octet-stream");
+    Readable.from(streamChunks(n).map((chunk) => Buffer.from(chunk))).pipe(res);
+  });
   target.post("/stream-gated", ...before, (_req, res) => {
     const [first, second] = gatedParts(ran("stream-gated"));
     res.type("text/plain");
@@ -118,6 +125,10 @@ export function startTableApp(express: ExpressModule, major: 4 | 5, setup: AppSe
     const n = ran("slow");
     await hooks.gate();
     res.status(201).json({ slow: n });
+  });
+  target.post("/signal", ...before, async (req, res) => {
+    ran("signal");
+    res.status(200).json(await signalReport(idempotencySignal(req), hooks.gate()));
   });
   target.post("/headers-late", ...before, (_req, res) => {
     ran("headers-late");

@@ -6,12 +6,13 @@ import {
   describeBindingBehaviour,
   gatedParts,
   type RunningApp,
+  signalReport,
   streamChunks,
   textChunks,
 } from "@idempotency/binding-tests";
 import { type Handler, Hono, type MiddlewareHandler } from "hono";
 import { stream } from "hono/streaming";
-import { idempotency, notStarted } from "../src/index.js";
+import { idempotency, idempotencySignal, notStarted } from "../src/index.js";
 
 /** The shared route catalogue, written the way a Hono app would write it. */
 function routes(app: Hono, setup: AppSetup, guard: MiddlewareHandler | undefined): void {
@@ -42,6 +43,18 @@ function routes(app: Hono, setup: AppSetup, guard: MiddlewareHandler | undefined
   });
   post("/stream", (c) => {
     const chunks = streamChunks(hooks.executed("stream"));
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const chunk = chunks.shift();
+        if (chunk) controller.enqueue(chunk);
+        else controller.close();
+      },
+    });
+    return c.body(body, 200, { "Content-Type": "application/octet-stream" });
+  });
+  post("/stream-late", async (c) => {
+    const chunks = streamChunks(hooks.executed("stream-late"));
+    await hooks.gate();
     const body = new ReadableStream<Uint8Array>({
       pull(controller) {
         const chunk = chunks.shift();
@@ -93,6 +106,10 @@ function routes(app: Hono, setup: AppSetup, guard: MiddlewareHandler | undefined
     const n = hooks.executed("slow");
     await hooks.gate();
     return c.json({ slow: n }, 201);
+  });
+  post("/signal", async (c) => {
+    hooks.executed("signal");
+    return c.json(await signalReport(idempotencySignal(c), hooks.gate()), 200);
   });
   post("/headers-late", (c) => {
     hooks.executed("headers-late");

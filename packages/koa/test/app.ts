@@ -2,12 +2,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import type { AppSetup, RunningApp } from "@idempotency/binding-tests";
-import { binaryBody, gatedParts, streamChunks, textChunks } from "@idempotency/binding-tests";
+import { binaryBody, gatedParts, signalReport, streamChunks, textChunks } from "@idempotency/binding-tests";
 import { bodyParser } from "@koa/bodyparser";
 import Router from "@koa/router";
 import type Koa from "koa";
 import type { Middleware } from "koa";
-import { idempotency, notStarted } from "../src/index.js";
+import { idempotency, idempotencySignal, notStarted } from "../src/index.js";
 
 /** The Koa application class under test: koa@3 (`koa`) or koa@2 (`koa2`). */
 export type KoaClass = typeof Koa;
@@ -97,6 +97,12 @@ export async function startCatalogue(KoaApp: KoaClass, setup: AppSetup): Promise
       },
     });
   });
+  router.post("/stream-late", ...perRoute, async (ctx) => {
+    const chunks = streamChunks(hooks.executed("stream-late"));
+    await hooks.gate();
+    ctx.type = "application/octet-stream";
+    ctx.body = Readable.from(chunks.map((chunk) => Buffer.from(chunk)));
+  });
   router.post("/stream-gated", ...perRoute, async (ctx) => {
     const [first, second] = gatedParts(hooks.executed("stream-gated"));
     ctx.type = "text/plain";
@@ -143,6 +149,11 @@ export async function startCatalogue(KoaApp: KoaClass, setup: AppSetup): Promise
     await hooks.gate();
     ctx.status = 201;
     ctx.body = { slow: n };
+  });
+  router.post("/signal", ...perRoute, async (ctx) => {
+    hooks.executed("signal");
+    ctx.status = 200;
+    ctx.body = await signalReport(idempotencySignal(ctx), hooks.gate());
   });
   router.post("/headers-late", ...perRoute, async (ctx) => {
     hooks.executed("headers-late");
