@@ -822,6 +822,27 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "stores a streamed response that only starts after its client left: the retry replays it, no second run",
+          async () => {
+            const t = await start();
+            const pending = openRequest(`${t.app.url}${t.path("/stream-late")}`, { key: "k-late-stream" });
+            pending.response.catch(() => {}); // the client gives up before the stream starts
+            await t.hooks.whenExecuted("stream-late");
+            pending.destroy();
+            await untilNoConnections(t.app.server);
+            t.hooks.openGate();
+            await t.nextEvent("completed");
+            const retry = await t.send("/stream-late", { key: "k-late-stream" });
+            expect(retry.status).toBe(200);
+            expect(retry.body.equals(Buffer.from(concatBytes(streamChunks(1))))).toBe(true);
+            expect(retry.headers["idempotent-replayed"]).toBe("true");
+            expect(t.hooks.count("stream-late")).toBe(1);
+            expect(t.eventTypes()).toEqual(["claimed", "completed", "replayed"]);
+          },
+          timeout,
+        );
+
+        it(
           "answers 413 problem+json to a body above maxRequestBytes, declared or chunked, before any store call",
           async () => {
             const t = await start({ maxRequestBytes: 1_000 });

@@ -5,10 +5,11 @@
  * @packageDocumentation
  */
 import type { IncomingMessage } from "node:http";
-import { finished, Readable } from "node:stream";
-import type { Execution } from "./engine.js";
+import { finished } from "node:stream";
 import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
+
+export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeResponse } from "./node-capture.js";
 
 /**
  * Case-insensitive header lookup over Node's `rawHeaders`, joining repeated fields with `", "` like WHATWG
@@ -127,46 +128,4 @@ export function declaresBody(req: IncomingMessage): boolean {
   const length = req.headers["content-length"];
   if (length !== undefined) return length.trim() !== "0";
   return req.headers["transfer-encoding"] !== undefined;
-}
-
-/**
- * After the client left mid-response: reads what is left of the stream that was being piped into the
- * response, into `execution`, and completes it, so that a retry replays the whole response instead of
- * running the handler again. Frameworks destroy a piped body when the response closes (`pipeline`,
- * `on-finished`), so the stream's `destroy` is held off until it has ended. A stream that fails meanwhile
- * abandons the execution (the claim is released). Returns false, doing nothing, when `body` is not a
- * readable stream with something left to read. Never use it for endless streams (server-sent events).
- *
- * @example
- * ```ts
- * import { drainAfterClose } from "@idempotency/core/node";
- *
- * res.once("close", () => {
- *   if (!res.writableFinished && !drainAfterClose(pipedBody, execution)) void execution.abandon();
- * });
- * ```
- */
-export function drainAfterClose(body: unknown, execution: Execution): boolean {
-  if (!(body instanceof Readable) || body.readableEnded || body.destroyed) return false;
-  const destroy = body.destroy;
-  body.destroy = function heldOff(this: Readable) {
-    return this;
-  };
-  const restore = () => {
-    body.destroy = destroy;
-  };
-  body.on("data", (chunk: Buffer | string) => {
-    execution.write(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  });
-  body.once("end", () => {
-    restore();
-    void execution.end();
-  });
-  body.once("error", () => {
-    restore();
-    void execution.abandon();
-  });
-  // Unpiping from the closed response pauses the stream: resume it once that has happened.
-  setImmediate(() => body.resume());
-  return true;
 }

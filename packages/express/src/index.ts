@@ -5,7 +5,7 @@ import {
   executionSignal,
   type IdempotencyOptions,
 } from "@idempotency/core";
-import { captureResponse } from "./capture.js";
+import { captureNodeResponse } from "@idempotency/core/node";
 import { type ExpressRequestLike, neutralRequest } from "./request.js";
 
 export type { IdempotencyOptions } from "@idempotency/core";
@@ -70,7 +70,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           return;
         }
         const { execution } = decision;
-        captureResponse(res, execution);
+        captureNodeResponse(res, execution);
         next();
       })
       .catch((error: unknown) => next(error)); // scope/fingerprint functions, or a replay Node refused

@@ -1,0 +1,296 @@
+import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { Http2ServerResponse } from "node:http2";
+import { Readable } from "node:stream";
+import type { Execution } from "./engine.js";
+
+/** A Node response: HTTP/1 `ServerResponse`, or the HTTP/2 compatibility API's response. */
+export type NodeResponse = ServerResponse | Http2ServerResponse;
+
+/**
+ * What a binding can ask of a response capture after installing it.
+ *
+ * @example
+ * ```ts
+ * const capture = captureNodeResponse(res, execution);
+ * if (capture.responding && frameworkGaveUp) capture.abandon();
+ * ```
+ */
+export interface NodeCapture {
+  /** A response head has been reported, or a stream was piped into the response: a response is under way. */
+  readonly responding: boolean;
+  /** The response can still be written: it has not ended, is not being drained, and was not abandoned. */
+  readonly open: boolean;
+  /**
+   * No response will ever come (the framework gave up on it): the claim is released and the response is left
+   * to the framework. Does nothing once the response has ended or is being drained into the record.
+   */
+  abandon(): void;
+}
+
+type Callback = (error?: Error | null) => void;
+type Loose = (...args: unknown[]) => unknown;
+
+/**
+ * Routes a claimed request's Node response through the engine's `Execution`, for any framework on Node's
+ * `http` (Express, Koa, your own). The handler, error handlers and the framework write as usual; the capture
+ * decides what reaches the socket:
+ *
+ * - **Head.** `writeHead` records status and headers on the response without sending them; the head goes out
+ *   with the first bytes the engine lets through (`flushHeaders` waits for them too). Until then a new head
+ *   replaces the old one (an error handler taking over a response the handler had begun), and what is stored
+ *   is what the client gets.
+ * - **Body.** Each chunk goes through `execution.write`; only the bytes it returns are sent. A chunk that is
+ *   not a string or bytes throws `ERR_INVALID_ARG_TYPE`, as Node does.
+ * - **End.** `end` waits for `execution.end()` (the record is completed first), then sends the rest. A write
+ *   after `end` is refused with `ERR_STREAM_WRITE_AFTER_END`, a second `end` calls back on `finish`, as Node
+ *   does.
+ * - **The client leaves.** The handler goes on and its response is still stored, so a retry replays it:
+ *   writes after the close are captured and acknowledged (nobody is there to apply backpressure), and a
+ *   stream piped into the response (`readable.pipe(res)`, `pipeline`), whether it was flowing when the client
+ *   left or only starts afterwards, is read to its end into the record. Never put an endless stream (server-sent
+ *   events) behind it.
+ *
+ * @example
+ * ```ts
+ * import { captureNodeResponse } from "@idempotency/core/node";
+ *
+ * const decision = await idempotency.handle(request);
+ * if (decision.action === "execute") {
+ *   captureNodeResponse(res, decision.execution);
+ *   next(); // the handler writes to res as usual
+ * }
+ * ```
+ */
+export function captureNodeResponse(res: NodeResponse, execution: Execution): NodeCapture {
+  const original = {
+    writeHead: res.writeHead as Loose,
+    write: res.write as Loose,
+    end: res.end as Loose,
+    flushHeaders: (res as ServerResponse).flushHeaders as Loose | undefined,
+  };
+  /** Bytes (or the end) went out: the head is Node's from now on. */
+  let released = false;
+  /** `end` was called, or a piped stream is being drained into the record: no more writes. */
+  let ending = false;
+  /** The engine's part is over without an end: everything passes through untouched. */
+  let abandoned = false;
+  /** The final bytes are being sent: Node's own calls pass through (HTTP/2's `end` calls `this.write`). */
+  let sending = false;
+  let clientGone = false;
+  let piped: Readable | undefined;
+  /** The head last reported to the engine, while it may still change. */
+  let reportedHead: string | undefined;
+
+  const passThrough = () => abandoned || sending;
+
+  // Reports the head before the engine sees bytes, and again when it changed before any byte went out.
+  function syncHead(): void {
+    if (released) return;
+    const headers = res.getHeaders();
+    const head = `${res.statusCode} ${JSON.stringify(headers)}`;
+    if (head === reportedHead) return;
+    reportedHead = head;
+    execution.start(res.statusCode, headers);
+  }
+
+  /** Reads what is left of a piped stream into the record, now that nobody receives it. */
+  function drain(source: Readable): void {
+    if (ending || abandoned) return;
+    source.unpipe(res as unknown as NodeJS.WritableStream);
+    syncHead();
+    ending = drainAfterClose(source, execution);
+  }
+
+  res.on("pipe", (source: unknown) => {
+    if (!(source instanceof Readable)) return;
+    piped = source;
+    if (clientGone) drain(source); // a stream that only starts after the client left
+  });
+  res.once("close", () => {
+    if (res.writableFinished || ending || abandoned) return;
+    clientGone = true;
+    if (piped && !piped.readableEnded && !piped.destroyed) drain(piped);
+  });
+
+  (res as ServerResponse).writeHead = function writeHead(
+    this: ServerResponse,
+    statusCode: number,
+    reasonOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
+    maybeHeaders?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+  ) {
+    const writeHeadOriginal = original.writeHead;
+    if (released || passThrough() || res.headersSent) {
+      return writeHeadOriginal.call(res, statusCode, reasonOrHeaders, maybeHeaders) as ServerResponse;
+    }
+    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
+      // Node's own validation throws the usual ERR_HTTP_INVALID_STATUS_CODE before anything is sent.
+      return writeHeadOriginal.call(res, statusCode) as ServerResponse;
+    }
+    res.statusCode = statusCode;
+    if (typeof reasonOrHeaders === "string") res.statusMessage = reasonOrHeaders;
+    const headers = typeof reasonOrHeaders === "string" ? maybeHeaders : reasonOrHeaders;
+    if (Array.isArray(headers)) applyHeaderList(res, headers);
+    else if (headers) {
+      for (const [name, value] of Object.entries(headers))
+        if (value !== undefined) res.setHeader(name, value);
+    }
+    return res as ServerResponse;
+  } as ServerResponse["writeHead"];
+
+  if (original.flushHeaders) {
+    const flush = original.flushHeaders;
+    (res as ServerResponse).flushHeaders = function flushHeaders(this: ServerResponse) {
+      if (released || passThrough()) flush.call(res);
+    };
+  }
+
+  res.write = function write(this: NodeResponse, chunk: unknown, ...rest: unknown[]): boolean {
+    if (passThrough() || res.writableEnded) return original.write.call(res, chunk, ...rest) as boolean;
+    const { encoding, callback } = writeArgs(rest);
+    if (ending) {
+      const error = Object.assign(new Error("write after end"), { code: "ERR_STREAM_WRITE_AFTER_END" });
+      if (callback) process.nextTick(callback, error);
+      return false;
+    }
+    const bytes = toBytes(chunk, encoding);
+    syncHead();
+    const forward = execution.write(bytes);
+    if (forward.length === 0 || clientGone) {
+      // Nothing may be sent yet (an empty chunk, the held-back end of a Content-Length body), or nobody is there.
+      if (callback) process.nextTick(callback);
+      return true;
+    }
+    released = true;
+    return original.write.call(res, forward, callback) as boolean;
+  } as NodeResponse["write"];
+
+  res.end = function end(this: NodeResponse, chunk?: unknown, ...rest: unknown[]) {
+    if (passThrough()) return original.end.call(res, chunk, ...rest) as NodeResponse;
+    let data = chunk;
+    let args = rest;
+    if (typeof data === "function") {
+      args = [data];
+      data = undefined;
+    }
+    const { encoding, callback } = writeArgs(args);
+    if (ending || res.writableEnded) {
+      // Ended twice (an error handler after a handler that ended the response): as Node, call back on finish.
+      if (callback) res.once("finish", callback);
+      return res;
+    }
+    ending = true;
+    const bytes = data === undefined || data === null ? undefined : toBytes(data, encoding);
+    syncHead();
+    void execution
+      .end(bytes)
+      .then((remaining) => {
+        released = true;
+        sending = true;
+        original.end.call(res, remaining.length > 0 ? remaining : undefined, callback);
+      })
+      .catch((error: unknown) => res.destroy(error instanceof Error ? error : new Error(String(error))));
+    return res;
+  } as NodeResponse["end"];
+
+  return {
+    get responding() {
+      return reportedHead !== undefined || piped !== undefined;
+    },
+    get open() {
+      return !ending && !abandoned;
+    },
+    abandon() {
+      if (ending || abandoned) return;
+      abandoned = true;
+      void execution.abandon();
+    },
+  };
+}
+
+/** The encoding and callback among `write`/`end`'s arguments after the chunk. */
+function writeArgs(rest: unknown[]): {
+  encoding: BufferEncoding | undefined;
+  callback: Callback | undefined;
+} {
+  const [first, second] = rest;
+  const encoding = typeof first === "string" ? (first as BufferEncoding) : undefined;
+  const callback = (
+    typeof first === "function" ? first : typeof second === "function" ? second : undefined
+  ) as Callback | undefined;
+  return { encoding, callback };
+}
+
+function toBytes(chunk: unknown, encoding: BufferEncoding | undefined): Uint8Array {
+  if (typeof chunk === "string") return Buffer.from(chunk, encoding ?? "utf8");
+  if (chunk instanceof Uint8Array) return chunk;
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw Object.assign(
+    new TypeError(
+      `The "chunk" argument must be of type string or an instance of Buffer or Uint8Array. Received ${typeof chunk}`,
+    ),
+    { code: "ERR_INVALID_ARG_TYPE" },
+  );
+}
+
+/**
+ * `writeHead`'s array forms, a flat `[name, value, name, value]` list or `[name, value]` pairs, applied as
+ * Node does: the list replaces earlier values of its names and keeps its own repeats.
+ */
+function applyHeaderList(res: NodeResponse, list: ReadonlyArray<unknown>): void {
+  const values = new Map<string, string[]>();
+  const add = (name: unknown, value: unknown) => {
+    const key = String(name);
+    const existing = values.get(key);
+    if (existing) existing.push(String(value));
+    else values.set(key, [String(value)]);
+  };
+  if (list.every((item) => Array.isArray(item))) {
+    for (const pair of list as Array<[unknown, unknown]>) add(pair[0], pair[1]);
+  } else {
+    for (let i = 0; i + 1 < list.length; i += 2) add(list[i], list[i + 1]);
+  }
+  for (const [name, list] of values) res.setHeader(name, list.length === 1 ? (list[0] as string) : list);
+}
+
+/**
+ * After the client left: reads what is left of `body`, a stream that was (or was about to be) piped into the
+ * response, into `execution`, and completes it, so that a retry replays the whole response instead of
+ * running the handler again. Frameworks destroy a piped body when the response closes (`pipeline`,
+ * `on-finished`), so the stream's `destroy` is held off until it has ended. A stream that fails meanwhile
+ * abandons the execution (the claim is released). Returns false, doing nothing, when `body` is not a
+ * readable stream with something left to read. `captureNodeResponse` calls it; use it in a capture of your
+ * own. Never use it for endless streams (server-sent events).
+ *
+ * @example
+ * ```ts
+ * import { drainAfterClose } from "@idempotency/core/node";
+ *
+ * res.once("close", () => {
+ *   if (!res.writableFinished && !drainAfterClose(pipedBody, execution)) void execution.abandon();
+ * });
+ * ```
+ */
+export function drainAfterClose(body: unknown, execution: Execution): boolean {
+  if (!(body instanceof Readable) || body.readableEnded || body.destroyed) return false;
+  const destroy = body.destroy;
+  body.destroy = function heldOff(this: Readable) {
+    return this;
+  };
+  const restore = () => {
+    body.destroy = destroy;
+  };
+  body.on("data", (chunk: Buffer | string) => {
+    execution.write(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  });
+  body.once("end", () => {
+    restore();
+    void execution.end();
+  });
+  body.once("error", () => {
+    restore();
+    void execution.abandon();
+  });
+  // Unpiping from the closed response pauses the stream: resume it once that has happened.
+  setImmediate(() => body.resume());
+  return true;
+}
