@@ -26,6 +26,11 @@ export interface HttpRequestInit {
   body?: string | Uint8Array;
   /** Send the body with `Transfer-Encoding: chunked`, in two writes, instead of a `Content-Length`. */
   chunked?: boolean;
+  /**
+   * The request-target sent on the request line instead of the URL's path and query, e.g. an absolute-form
+   * `http://127.0.0.1/p` or one with a raw `#fragment`.
+   */
+  target?: string;
   /** Called once, the moment the first body bytes of the response arrive. */
   onFirstByte?: () => void;
   /** Called synchronously the moment the response's last byte has arrived, before the promise settles. */
@@ -65,7 +70,8 @@ export function openRequest(url: string, init: HttpRequestInit = {}): OpenReques
 
   let destroy: () => void = () => {};
   const response = new Promise<HttpResponse>((resolve, reject) => {
-    const req = httpRequestRaw(url, { method, headers, agent: false }, (res) => {
+    const target = init.target === undefined ? {} : { path: init.target };
+    const req = httpRequestRaw(url, { method, headers, agent: false, ...target }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => {
         if (chunks.length === 0) init.onFirstByte?.();

@@ -623,6 +623,48 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "keys an absolute-form target on the path the framework routes, never a normalised one",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", { key: "k-abs", json: ORDER });
+            expect(first.status).toBe(201);
+            // Express and Koa route "/zz/%2e%2e/orders" as it is (no such route); Hono normalises it to /orders.
+            const dotted = `http://127.0.0.1${t.path("/zz/%2e%2e/orders")}`;
+            const other = await t.send("/orders", { key: "k-abs", json: ORDER, target: dotted });
+            if (other.status === 201) expectReplayOf(other, first);
+            else {
+              expect(other.status).toBe(404);
+              expect(other.headers["idempotent-replayed"]).toBeUndefined();
+            }
+            // The reverse order: whatever the dotted target got, a genuine POST /orders never replays a 404.
+            const reversed = await t.send("/orders", { key: "k-abs-2", json: ORDER, target: dotted });
+            const genuine = await t.send("/orders", { key: "k-abs-2", json: ORDER });
+            expect(genuine.status).toBe(201);
+            expect((genuine.json() as { item: string }).item).toBe("apple");
+            if (reversed.status === 201) expectReplayOf(genuine, reversed);
+            expect(t.hooks.count("orders")).toBe(reversed.status === 201 ? 2 : 2);
+          },
+          timeout,
+        );
+
+        it(
+          "ignores a raw #fragment in the target: it is part of neither the path nor the query",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", {
+              key: "k-frag",
+              json: ORDER,
+              target: t.path("/orders?a=1#x"),
+            });
+            expect(first.status).toBe(201);
+            const same = await t.send("/orders?a=1", { key: "k-frag", json: ORDER });
+            expectReplayOf(same, first);
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
           "fingerprints JSON regardless of key order and whitespace, but keeps every digit of a number",
           async () => {
             const t = await start();

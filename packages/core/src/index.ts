@@ -37,3 +37,4 @@ export {
 export { PROBLEM_TYPES, type PreparedResponse, type ProblemType } from "./problems.js";
 export type { IdempotencyRequest } from "./request.js";
 export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";
+export { splitRequestTarget } from "./target.js";

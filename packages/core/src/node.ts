@@ -10,6 +10,7 @@ import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
 export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeResponse } from "./node-capture.js";
+export { splitRequestTarget } from "./target.js";
 
 /**
  * Case-insensitive header lookup over Node's `rawHeaders`, joining repeated fields with `", "` like WHATWG
@@ -44,34 +45,6 @@ function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
     else values.set(name, [value]);
   }
   return values;
-}
-
-/**
- * Splits a request target into the concrete path (the record's identity) and the raw query string (part of the
- * fingerprint). An absolute-form target (`http://host/p?q`, sent to proxies) is reduced to its path.
- *
- * @example
- * ```ts
- * import { splitRequestTarget } from "@idempotency/core/node";
- *
- * splitRequestTarget("/api/orders?dry=1"); // { path: "/api/orders", query: "dry=1" }
- * ```
- */
-export function splitRequestTarget(target: string): { path: string; query: string } {
-  const queryAt = target.indexOf("?");
-  const path = queryAt === -1 ? target : target.slice(0, queryAt);
-  return {
-    path: path.startsWith("/") ? path : absolutePath(path),
-    query: queryAt === -1 ? "" : target.slice(queryAt + 1),
-  };
-}
-
-function absolutePath(target: string): string {
-  try {
-    return new URL(target).pathname;
-  } catch {
-    return target;
-  }
 }
 
 /**

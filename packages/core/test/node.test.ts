@@ -29,6 +29,16 @@ describe("splitRequestTarget", () => {
     ["/a?", { path: "/a", query: "" }],
     ["/a%20b?q=?", { path: "/a%20b", query: "q=?" }],
     ["http://example.com/p/q?x=1", { path: "/p/q", query: "x=1" }],
+    // Never normalised: Express and Koa route on the raw path, so the record must too.
+    ["http://127.0.0.1/zz/%2e%2e/orders", { path: "/zz/%2e%2e/orders", query: "" }],
+    ["/zz/../orders", { path: "/zz/../orders", query: "" }],
+    ["https://user@h:8080?x=1", { path: "/", query: "x=1" }],
+    ["http://h", { path: "/", query: "" }],
+    // A fragment is part of neither the path nor the query.
+    ["/orders?a=1#frag", { path: "/orders", query: "a=1" }],
+    ["/orders#frag?a=1", { path: "/orders", query: "" }],
+    ["http://h/p#x", { path: "/p", query: "" }],
+    ["*", { path: "*", query: "" }],
   ])("splits %s", (target, expected) => {
     expect(splitRequestTarget(target)).toEqual(expected);
   });

@@ -2,6 +2,7 @@ import {
   IdempotencyBodyConsumedError,
   type IdempotencyRequest,
   IdempotencyRequestTooLargeError,
+  splitRequestTarget,
 } from "@idempotency/core";
 import type { Context } from "hono";
 
@@ -12,7 +13,7 @@ import type { Context } from "hono";
  */
 export function toIdempotencyRequest(c: Context): IdempotencyRequest {
   const raw = c.req.raw;
-  const { path, query } = splitUrl(raw.url);
+  const { path, query } = splitRequestTarget(raw.url);
   let body: Promise<Uint8Array> | undefined;
   return {
     method: raw.method.toUpperCase(),
@@ -25,18 +26,6 @@ export function toIdempotencyRequest(c: Context): IdempotencyRequest {
     },
     native: c,
   };
-}
-
-/** Splits an absolute request URL into its raw path and its raw query string (without `?`). */
-export function splitUrl(url: string): { path: string; query: string } {
-  const scheme = url.indexOf("://");
-  const start = url.indexOf("/", scheme === -1 ? 0 : scheme + 3);
-  if (start === -1) return { path: "/", query: "" };
-  const hash = url.indexOf("#", start);
-  const end = hash === -1 ? url.length : hash;
-  const question = url.indexOf("?", start);
-  if (question === -1 || question > end) return { path: url.slice(start, end), query: "" };
-  return { path: url.slice(start, question), query: url.slice(question + 1, end) };
 }
 
 /**
