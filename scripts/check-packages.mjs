@@ -73,6 +73,7 @@ const EXPECTED_EXPORTS = {
     nodeHeaders: "function",
     readNodeBody: "function",
     splitRequestTarget: "function",
+    captureNodeResponse: "function",
   },
   "@idempotency/conformance": {
     describeStore: "function",

@@ -10,6 +10,8 @@ import type { Execution } from "./engine.js";
 import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
+export { captureNodeResponse } from "./node-response.js";
+
 /**
  * Case-insensitive header lookup over Node's `rawHeaders`, joining repeated fields with `", "` like WHATWG
  * `Headers.get` (Node's `req.headers` keeps only the first of some repeated fields, which would hide a second
