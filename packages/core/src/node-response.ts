@@ -15,7 +15,9 @@ type End = ServerResponse["end"];
  * (`writeHead` and `flushHeaders` included), so a body-less response is not visible to the client before the
  * record is completed, and a head changed before any byte went out (an error handler taking over) replaces
  * the one reported. A stream piped into the response whose client leaves mid-way is read to its end and
- * stored (see {@link drainAfterClose}). Call it once per claimed response, before anything is written.
+ * stored (see {@link drainAfterClose}). Call it once per claimed response, before anything is written;
+ * `piped` is a stream that was piped into the response before the capture was installed (nothing has been
+ * written yet), so that it is drained too.
  *
  * @example
  * ```ts
@@ -28,7 +30,7 @@ type End = ServerResponse["end"];
  * }
  * ```
  */
-export function captureNodeResponse(res: ServerResponse, execution: Execution): void {
+export function captureNodeResponse(res: ServerResponse, execution: Execution, piped?: unknown): void {
   const original = {
     writeHead: res.writeHead,
     write: res.write,
@@ -44,14 +46,14 @@ export function captureNodeResponse(res: ServerResponse, execution: Execution): 
 
   // A stream piped into the response (`readable.pipe(res)`, `pipeline`): if the client leaves mid-way, what is
   // left of it is read into the execution, so the whole response is still stored and a retry replays it.
-  let piped: unknown;
-  res.on("pipe", (source: unknown) => {
-    piped = source;
+  let source = piped;
+  res.on("pipe", (readable: unknown) => {
+    source = readable;
   });
   res.once("close", () => {
-    if (released && !ending && !res.writableFinished && piped !== undefined) {
+    if (released && !ending && !res.writableFinished && source !== undefined) {
       ending = true;
-      if (!drainAfterClose(piped, execution)) ending = false;
+      if (!drainAfterClose(source, execution)) ending = false;
     }
   });
 

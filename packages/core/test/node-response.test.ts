@@ -30,7 +30,15 @@ afterEach(async () => {
 });
 
 /** A plain node:http server whose claimed responses go through captureNodeResponse. */
-async function serve(handler: (req: IncomingMessage, res: ServerResponse, run: number) => void) {
+async function serve(
+  handler: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    run: number,
+    capture: (piped?: unknown) => void,
+  ) => void,
+  { captureFirst = true } = {},
+) {
   const events: IdempotencyEvent[] = [];
   const engine = createIdempotency({
     store: new SlowCompleteStore(),
@@ -54,8 +62,11 @@ async function serve(handler: (req: IncomingMessage, res: ServerResponse, run: n
         res.end(decision.response.body);
         return;
       }
-      if (decision.action === "execute") captureNodeResponse(res, decision.execution);
-      handler(req, res, ++runs);
+      const capture = (piped?: unknown) => {
+        if (decision.action === "execute") captureNodeResponse(res, decision.execution, piped);
+      };
+      if (captureFirst) capture();
+      handler(req, res, ++runs, captureFirst ? () => {} : capture);
     });
   });
   server.listen(0, "127.0.0.1");
@@ -119,37 +130,48 @@ describe("captureNodeResponse", () => {
     expect((await app.send("k-204")).headers["idempotent-replayed"]).toBe("true");
   });
 
-  it("reads a piped stream to its end after the client left mid-way, and stores it", async () => {
-    let open!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    const app = await serve((_req, res, run) => {
-      res.setHeader("content-type", "text/plain");
-      Readable.from(
-        (async function* () {
-          yield `first ${run}\n`;
-          if (run === 1) await gate;
-          yield `second ${run}\n`;
-        })(),
-      ).pipe(res);
-    });
-    const req = request(`${app.url}/`, { method: "POST", headers: { "idempotency-key": "k-gone" } });
-    req.on("error", () => {});
-    req.end();
-    const [response] = (await once(req, "response")) as [IncomingMessage];
-    response.on("error", () => {}); // "aborted": the client leaves on purpose
-    await once(response, "data");
-    req.destroy();
-    await new Promise((resolve) => response.once("close", resolve));
-    await untilNoConnections(); // the server noticed the client leaving before the rest is produced
-    open();
-    while (!app.events.some((event) => event.type === "completed")) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    const retry = await app.send("k-gone");
-    expect([retry.status, retry.body]).toEqual([200, "first 1\nsecond 1\n"]);
-    expect(retry.headers["idempotent-replayed"]).toBe("true");
-    expect(app.runs()).toBe(1);
-  });
+  it.each([
+    ["piped after the capture was installed", true],
+    ["piped before the capture was installed, and passed to it", false],
+  ])(
+    "reads a stream %s to its end after the client left mid-way, and stores it",
+    async (_how, captureFirst) => {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const app = await serve(
+        (_req, res, run, capture) => {
+          res.setHeader("content-type", "text/plain");
+          const body = Readable.from(
+            (async function* () {
+              yield `first ${run}\n`;
+              if (run === 1) await gate;
+              yield `second ${run}\n`;
+            })(),
+          );
+          body.pipe(res);
+          capture(body);
+        },
+        { captureFirst },
+      );
+      const req = request(`${app.url}/`, { method: "POST", headers: { "idempotency-key": "k-gone" } });
+      req.on("error", () => {});
+      req.end();
+      const [response] = (await once(req, "response")) as [IncomingMessage];
+      response.on("error", () => {}); // "aborted": the client leaves on purpose
+      await once(response, "data");
+      req.destroy();
+      await new Promise((resolve) => response.once("close", resolve));
+      await untilNoConnections(); // the server noticed the client leaving before the rest is produced
+      open();
+      while (!app.events.some((event) => event.type === "completed")) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const retry = await app.send("k-gone");
+      expect([retry.status, retry.body]).toEqual([200, "first 1\nsecond 1\n"]);
+      expect(retry.headers["idempotent-replayed"]).toBe("true");
+      expect(app.runs()).toBe(1);
+    },
+  );
 });
