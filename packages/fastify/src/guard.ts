@@ -5,7 +5,7 @@ import { bufferBody } from "./body.js";
 import { capturePayload, isSendable } from "./capture.js";
 import { stopWatching, watchDirectWrites } from "./raw.js";
 import { neutralRequest } from "./request.js";
-import { sendPrepared } from "./respond.js";
+import { sendProblem, sendReplay } from "./respond.js";
 import { Claim, RequestState, setState, stateOf } from "./state.js";
 
 type Done = (error?: Error | null) => void;
@@ -17,7 +17,7 @@ type PayloadDone = (error?: Error | null, payload?: unknown) => void;
  *
  * - `preParsing` reads the raw body of a keyed request for the fingerprint and hands Fastify the same bytes;
  * - `preHandler`, right before the handler (after authentication and schema validation), asks the engine:
- *   pass on, answer with a replay or a problem, or run the handler under a fresh claim;
+ *   pass on, answer with a replay (written as stored) or a problem, or run the handler under a fresh claim;
  * - `onSend`, the last one, captures what Fastify is about to send (after the error handler, if any) and
  *   completes the record before Fastify writes it.
  */
@@ -74,7 +74,11 @@ export class RouteGuard {
     this.#engine.handle(neutralRequest(request, state)).then(
       (decision) => {
         if (decision.action === "pass") return done();
-        if (decision.action === "respond") return sendPrepared(reply, decision.response, state);
+        if (decision.action === "respond") {
+          if (decision.replayed) sendReplay(reply, decision.response);
+          else sendProblem(reply, decision.response);
+          return;
+        }
         const claim = new Claim(this.#engine, decision.execution);
         let claimed = state;
         if (claimed === null) {
@@ -95,7 +99,6 @@ export class RouteGuard {
       done(null, payload);
       return;
     }
-    if (state.untyped) reply.removeHeader("content-type");
     const claim = state.claim;
     if (
       claim === null ||

@@ -17,11 +17,17 @@ function trap(method: Method) {
         // Written before Fastify's send took the response: a hijacked reply (or a handler bypassing
         // reply.send). Capture it where it is written, so that a retry replays it instead of running again.
         claim.phase = "raw";
-        captureNodeResponse(this, claim.execution);
+        captureNodeResponse(this, claim.execution, claim.piped);
       }
     }
     return (this[method] as Loose).apply(this, args);
   };
+}
+
+/** `readable.pipe(res)` announces itself before its first write: the capture must know the stream. */
+function rememberPipe(this: ServerResponse, source: unknown): void {
+  const claim = watching.get(this);
+  if (claim !== undefined) claim.piped = source;
 }
 
 const TRAPS = {
@@ -43,6 +49,7 @@ export function watchDirectWrites(res: ServerResponse, claim: Claim): void {
     flushHeaders: res.flushHeaders,
   };
   watching.set(res, claim);
+  res.on("pipe", rememberPipe);
   res.writeHead = TRAPS.writeHead as ServerResponse["writeHead"];
   res.write = TRAPS.write as ServerResponse["write"];
   res.end = TRAPS.end as ServerResponse["end"];
@@ -55,6 +62,7 @@ export function stopWatching(res: ServerResponse, claim: Claim): void {
   if (own === null) return;
   claim.watched = null;
   watching.delete(res);
+  res.off("pipe", rememberPipe);
   res.writeHead = own.writeHead;
   res.write = own.write;
   res.end = own.end;

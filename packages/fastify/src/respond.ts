@@ -1,33 +1,38 @@
+import type { OutgoingHttpHeaders } from "node:http";
 import type { PreparedResponse } from "@idempotency/core";
 import type { FastifyReply } from "fastify";
-import type { RequestState } from "./state.js";
 
 /**
- * Sends a replay or a problem through `reply.send`, so the route's other `onSend` hooks and the headers
- * earlier hooks set (CORS) apply to it as to any response; the stored headers win where both set one.
+ * Sends a replay exactly as it was stored: the reply is hijacked and the stored status, headers and bytes
+ * are written to the Node response, so the route's `onSend` hooks (which already shaped the stored response:
+ * compression, envelopes, ETags) do not run on it a second time. Headers that earlier hooks set on the reply
+ * (CORS, security headers) are kept unless the stored response has the same header. `onResponse` hooks and
+ * request logging still see it.
  */
-export function sendPrepared(
-  reply: FastifyReply,
-  response: PreparedResponse,
-  state: RequestState | null,
-): void {
-  reply.code(response.status);
-  let typed = false;
+export function sendReplay(reply: FastifyReply, response: PreparedResponse): void {
+  const headers = { ...reply.getHeaders() } as OutgoingHttpHeaders;
   for (const [name, values] of groupHeaders(response.headers)) {
-    if (name === "content-type") typed = true;
+    headers[name] = values.length === 1 ? values[0] : values;
+  }
+  reply.hijack();
+  reply.raw.writeHead(response.status, headers);
+  reply.raw.end(response.body);
+}
+
+/**
+ * Sends one of the engine's problems (400, 409, 413, 422, 503) through `reply.send`, as any other response
+ * of the route: its `onSend` hooks apply to it.
+ */
+export function sendProblem(reply: FastifyReply, response: PreparedResponse): void {
+  reply.code(response.status);
+  for (const [name, values] of groupHeaders(response.headers)) {
     reply.header(name, values.length === 1 ? values[0] : values);
   }
   const { body } = response;
-  if (body.length === 0) {
-    reply.send();
-    return;
-  }
-  // Fastify labels a Buffer without a type application/octet-stream; the stored response had none.
-  if (!typed && state !== null) state.untyped = true;
   reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
 }
 
-/** Repeated names as one list each (`reply.header` replaces a value, except `set-cookie`, which it adds to). */
+/** Repeated names as one list each (`reply.header` and `writeHead` take a list for a repeated header). */
 function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, string[]> {
   const grouped = new Map<string, string[]>();
   for (const [name, value] of headers) {

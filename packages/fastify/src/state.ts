@@ -25,6 +25,8 @@ export class Claim {
   phase: Phase = "handler";
   /** The response's own `writeHead`, `write`, `end`, `flushHeaders` while they are watched, else null. */
   watched: Pick<ServerResponse, "writeHead" | "write" | "end" | "flushHeaders"> | null = null;
+  /** A stream piped into the response while it was watched (before its first write). */
+  piped: unknown = undefined;
 
   constructor(engine: Idempotency, execution: Execution) {
     this.engine = engine;
@@ -39,8 +41,6 @@ export class RequestState {
   /** More than `maxRequestBytes` arrived, so the body cannot be fingerprinted (the engine answers 413). */
   bodyTooLarge = false;
   claim: Claim | null = null;
-  /** A replay without `Content-Type` is being sent: Fastify's default type must not be added to it. */
-  untyped = false;
 }
 
 type StatefulRequest = FastifyRequest & { [STATE]: RequestState | null };
