@@ -162,9 +162,13 @@ describe.each(FASTIFY_VERSIONS)("%s response capture", (_name, lib) => {
   it("stores the payload after the app's onSend hooks and replays it as stored, without running them again", async () => {
     const { options } = recording();
     let runs = 0;
+    const responses: number[] = [];
     const { send } = await serve(lib, async (app) => {
       app.addHook("onRequest", async (_request, reply) => {
         reply.header("access-control-allow-origin", "*");
+      });
+      app.addHook("onResponse", async (_request, reply) => {
+        responses.push(reply.statusCode);
       });
       app.addHook("onSend", async (_request, reply, payload) => {
         reply.header("x-enveloped", "yes");
@@ -182,6 +186,8 @@ describe.each(FASTIFY_VERSIONS)("%s response capture", (_name, lib) => {
     expect([replay.status, replay.text()]).toEqual([201, '{"data":{"run":1}}']);
     expect(replay.headers["x-enveloped"]).toBe("yes");
     expect(replay.headers["access-control-allow-origin"]).toBe("*");
+    await until(() => responses.length === 2); // onResponse hooks see the replay too
+    expect(responses).toEqual([201, 201]);
     expect(replay.headers["content-type"]).toBe(first.headers["content-type"]);
     expect(runs).toBe(1);
   });
