@@ -1,5 +1,4 @@
-import type { IdempotencyRouteConfig } from "./plugin.js";
-import { idempotency } from "./plugin.js";
+import { type IdempotencyRouteConfig, idempotency } from "./plugin.js";
 
 export type {
   IdempotencyEvent,
