@@ -12,8 +12,8 @@
 //              and no better-sqlite3 compile when the workspace install has run on this machine). Then:
 //       esm     an .mjs file imports every entry point, checks the main exports, and runs requests end to
 //               end: the engine on MemoryStore and on SqliteStore (a file and an in-memory database, which
-//               proves the native peer resolves), and each binding (Express and Koa on loopback, Hono in
-//               process).
+//               proves the native peer resolves), and each binding (Express, Koa and Fastify on loopback,
+//               Hono in process).
 //       cjs     the same from a .cjs file with require().
 //       tsc     a consumer .ts (ESM) and .cts (CommonJS) file importing every entry point and using the
 //               main APIs, type-checked without skipLibCheck under "nodenext" and under "bundler".
@@ -73,6 +73,7 @@ const EXPECTED_EXPORTS = {
     nodeHeaders: "function",
     readNodeBody: "function",
     splitRequestTarget: "function",
+    captureNodeResponse: "function",
   },
   "@idempotency/conformance": {
     describeStore: "function",
@@ -83,6 +84,7 @@ const EXPECTED_EXPORTS = {
   "@idempotency/express": { idempotency: "function", notStarted: "function" },
   "@idempotency/hono": { idempotency: "function", notStarted: "function" },
   "@idempotency/koa": { idempotency: "function", notStarted: "function" },
+  "@idempotency/fastify": { idempotency: "function", notStarted: "function", default: "function" },
 };
 
 /** Dependencies with install scripts the temporary project may run (pnpm runs none unless listed). */
@@ -439,6 +441,22 @@ async function main(load, system) {
   honoApp.post("/orders", modules["@idempotency/hono"].idempotency(options()), (c) => c.json({ id: ++honoRuns }, 201));
   await checkBinding("hono", (target, init) => honoApp.request(target, init), () => honoRuns);
 
+  const Fastify = plain(await load("fastify"));
+  const fastifyPlugin = modules["@idempotency/fastify"];
+  assert.equal(fastifyPlugin.default, fastifyPlugin.idempotency, "fastify: the default export is the plugin");
+  const fastifyApp = Fastify();
+  let fastifyRuns = 0;
+  await fastifyApp.register(fastifyPlugin.idempotency, options());
+  fastifyApp.post("/orders", { config: { idempotency: true } }, async (_request, reply) => {
+    reply.code(201);
+    return { id: ++fastifyRuns };
+  });
+  await fastifyApp.listen({ port: 0, host: "127.0.0.1" });
+  const fastifyPort = fastifyApp.server.address().port;
+  const fastifySend = (target, init) => fetch("http://127.0.0.1:" + fastifyPort + target, init);
+  await checkBinding("fastify", fastifySend, () => fastifyRuns);
+  await fastifyApp.close();
+
   console.log(JSON.stringify(names));
 }
 `;
@@ -456,12 +474,14 @@ import { createIdempotency, type Decision, type IdempotencyRequest, type Idempot
 import { nodeHeaders } from "@idempotency/core/node";
 import { describeStore, type StoreFactory } from "@idempotency/conformance";
 import { idempotency as expressIdempotency, notStarted } from "@idempotency/express";
+import fastifyIdempotency, { idempotency as fastifyPlugin, notStarted as fastifyNotStarted } from "@idempotency/fastify";
 import { idempotency as honoIdempotency } from "@idempotency/hono";
 import { idempotency as koaIdempotency } from "@idempotency/koa";
 import { RedisStore } from "@idempotency/redis";
 import { SqliteStore } from "@idempotency/sqlite";
 import Database from "better-sqlite3";
 import express from "express";
+import Fastify from "fastify";
 import { Hono } from "hono";
 import { Redis } from "ioredis";
 import Koa from "koa";
@@ -488,11 +508,20 @@ const honoApp = new Hono();
 honoApp.post("/orders", honoIdempotency({ store: redis, scope: "global" }), (c) => c.json({ id: 1 }, 201));
 const koaApp = new Koa();
 koaApp.use(koaIdempotency({ store: sqlite, scope: "global" }));
+const fastifyApp = Fastify();
+void fastifyApp.register(fastifyPlugin, { store, scope: "global", allRoutes: true });
+void fastifyApp.register(fastifyIdempotency, { store: sqlite, scope: (request) => request.path });
+fastifyApp.post("/orders", { config: { idempotency: { required: true } } }, async (_request, reply) => {
+  fastifyNotStarted(reply);
+  return reply.notStarted().code(403).send({ error: "forbidden" });
+});
 
 // @ts-expect-error storeTimeoutMs is a number of milliseconds
 createIdempotency({ store, scope: "global", storeTimeoutMs: "2s" });
 // @ts-expect-error the store is required
 expressIdempotency({ scope: "global" });
+// @ts-expect-error allRoutes is true or false
+void fastifyApp.register(fastifyPlugin, { store, scope: "global", allRoutes: "yes" });
 // @ts-expect-error path is a file name
 new SqliteStore({ path: 1 });
 // @ts-expect-error client is an ioredis client, not a URL

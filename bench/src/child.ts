@@ -2,7 +2,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { type ServerConfig, targetName } from "./config.js";
+import { frameworkOf, type ServerConfig, targetName } from "./config.js";
 
 export interface RunningServer {
   port: number;
@@ -10,7 +10,10 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-const SERVER_ENTRY = new URL("./server.ts", import.meta.url);
+const SERVER_ENTRIES = {
+  express: new URL("./server.ts", import.meta.url),
+  fastify: new URL("./server-fastify.ts", import.meta.url),
+};
 
 /** Every child still running, killed if the parent exits early (an uncaught error), so none is orphaned. */
 const running = new Set<ChildProcess>();
@@ -29,7 +32,7 @@ export function freshSqlitePath(dir: string): string {
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   // tsx's loader only: the tsx CLI's preflight (in this process's execArgv) would relay the child's SIGTERM
   // to the CLI, which then ends this process too.
-  const child = fork(SERVER_ENTRY, [], {
+  const child = fork(SERVER_ENTRIES[frameworkOf(config.library)], [], {
     execArgv: ["--import", import.meta.resolve("tsx")],
     env: { ...process.env, BENCH_SERVER: JSON.stringify(config), NODE_ENV: "production" },
     stdio: ["ignore", "inherit", "inherit", "ipc"],

@@ -1,6 +1,29 @@
 /** What one benchmark server runs: which library guards the route, over which store. */
 
-export type Library = "plain" | "ours" | "express-idempotency" | "node-idempotency";
+export type Library =
+  | "plain"
+  | "ours"
+  | "express-idempotency"
+  | "node-idempotency"
+  | "plain-fastify"
+  | "ours-fastify";
+
+export type Framework = "express" | "fastify";
+
+/** The framework a library's server runs on: the Fastify rows are compared with each other only. */
+export function frameworkOf(library: Library): Framework {
+  return library === "plain-fastify" || library === "ours-fastify" ? "fastify" : "express";
+}
+
+/** A baseline: the framework with no idempotency at all. */
+export function isBaseline(library: Library): boolean {
+  return library === "plain" || library === "plain-fastify";
+}
+
+/** Our library on that framework: the row every other row of the framework is divided by. */
+export function oursOn(framework: Framework): Library {
+  return framework === "fastify" ? "ours-fastify" : "ours";
+}
 export type StoreKind = "none" | "memory" | "redis" | "sqlite";
 
 export interface Target {
@@ -26,6 +49,8 @@ export const LIBRARY_LABELS: Record<Library, string> = {
   ours: "@idempotency/express (ours)",
   "express-idempotency": "express-idempotency",
   "node-idempotency": "@node-idempotency/core + our Express wiring",
+  "plain-fastify": "plain Fastify (no idempotency)",
+  "ours-fastify": "@idempotency/fastify (ours)",
 };
 
 export const STORE_LABELS: Record<StoreKind, string> = {
@@ -35,7 +60,11 @@ export const STORE_LABELS: Record<StoreKind, string> = {
   sqlite: "SQLite",
 };
 
-/** Every (library, store) pair the benchmark measures; the baseline is listed with the memory rows. */
+/**
+ * Every (library, store) pair the benchmark measures; each baseline is listed with the memory rows. The
+ * Fastify rows (our plugin against plain Fastify, memory store) are there to show what the plugin costs on
+ * Fastify; the peers have no Fastify binding.
+ */
 export const TARGETS: Target[] = [
   { library: "plain", store: "none" },
   { library: "ours", store: "memory" },
@@ -44,6 +73,8 @@ export const TARGETS: Target[] = [
   { library: "ours", store: "redis" },
   { library: "node-idempotency", store: "redis" },
   { library: "ours", store: "sqlite" },
+  { library: "plain-fastify", store: "none" },
+  { library: "ours-fastify", store: "memory" },
 ];
 
 export function targetName(target: Target): string {

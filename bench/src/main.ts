@@ -14,7 +14,7 @@ import { cpus, loadavg, release, tmpdir, totalmem, type } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freshSqlitePath, type RunningServer, startServer } from "./child.js";
-import { type ServerConfig, TARGETS, type Target, targetName } from "./config.js";
+import { isBaseline, type ServerConfig, TARGETS, type Target, targetName } from "./config.js";
 import { type DuplicatesReport, runDuplicates } from "./duplicates.js";
 import { closeClient, executions, postOrder } from "./http.js";
 import { type LoadOptions, type LoadResult, runLoad } from "./load.js";
@@ -103,7 +103,7 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
 }
 
 function scenariosOf(target: Target): Scenario[] {
-  return target.library === "plain" ? ["baseline"] : ["first", "replay"];
+  return isBaseline(target.library) ? ["baseline"] : ["first", "replay"];
 }
 
 /** One load run of one case: the result and how many times the handler ran meanwhile (replay: the seed). */
@@ -165,11 +165,13 @@ async function main(): Promise<void> {
     versions: Object.fromEntries(
       [
         "@idempotency/express",
+        "@idempotency/fastify",
         "express-idempotency",
         "@node-idempotency/core",
         "@node-idempotency/storage-adapter-memory",
         "@node-idempotency/storage-adapter-redis",
         "express",
+        "fastify",
         "autocannon",
       ].map((name) => [name, readVersion(name)]),
     ),
@@ -205,7 +207,7 @@ async function main(): Promise<void> {
   for (const target of targets) {
     await withServer(target, async (server) => {
       wiring.push(await verifyWiring(target, server.url, nextTag()));
-      if (target.library === "plain") {
+      if (isBaseline(target.library)) {
         log(`  ok  ${targetName(target)}`);
       } else {
         const report = await runDuplicates(target, server.url, nextTag(), {

@@ -1,5 +1,13 @@
 /** Turns measurements into the markdown report printed to stdout and written to results/latest.md. */
-import { LIBRARY_LABELS, type Library, STORE_LABELS, type Target } from "./config.js";
+import {
+  frameworkOf,
+  isBaseline,
+  LIBRARY_LABELS,
+  type Library,
+  oursOn,
+  STORE_LABELS,
+  type Target,
+} from "./config.js";
 import type { DuplicatesReport } from "./duplicates.js";
 import type { LoadOptions, LoadResult } from "./load.js";
 import type { WiringReport } from "./verify.js";
@@ -51,8 +59,12 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((width) => "-".repeat(width))), ...rows.map(line)].join("\n");
 }
 
+function isOurs(library: Library): boolean {
+  return library === oursOn(frameworkOf(library));
+}
+
 function libraryCell(library: Library): string {
-  return library === "ours" ? `**${LIBRARY_LABELS[library]}**` : LIBRARY_LABELS[library];
+  return isOurs(library) ? `**${LIBRARY_LABELS[library]}**` : LIBRARY_LABELS[library];
 }
 
 const rps = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -60,23 +72,40 @@ const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
 
 function throughputTable(measurements: Measurement[]): string {
   const medianRps = (m: Measurement) => median(m.rounds.map((r) => r.requestsPerSecond));
-  const ours = (scenario: Scenario, store: string) =>
+  // Each row is compared with ours on its own framework (Express or Fastify), in the same scenario and store.
+  const ours = (library: Library, scenario: Scenario, store: string) =>
     measurements.find(
-      (m) => m.target.library === "ours" && m.scenario === scenario && m.target.store === store,
+      (m) =>
+        m.target.library === oursOn(frameworkOf(library)) &&
+        m.scenario === scenario &&
+        m.target.store === store,
     );
-  // Grouped by store, then scenario, ours first in each group, so the rows compared sit together.
+  // Grouped by framework, store, then scenario, ours first in each group, so the rows compared sit together.
+  const frameworkOrder = ["express", "fastify"];
   const storeOrder = ["none", "memory", "redis", "sqlite"];
   const scenarioOrder: Scenario[] = ["baseline", "first", "replay"];
-  const libraryOrder: Library[] = ["plain", "ours", "express-idempotency", "node-idempotency"];
+  const libraryOrder: Library[] = [
+    "plain",
+    "ours",
+    "express-idempotency",
+    "node-idempotency",
+    "plain-fastify",
+    "ours-fastify",
+  ];
   const sorted = [...measurements].sort(
     (a, b) =>
+      frameworkOrder.indexOf(frameworkOf(a.target.library)) -
+        frameworkOrder.indexOf(frameworkOf(b.target.library)) ||
       storeOrder.indexOf(a.target.store) - storeOrder.indexOf(b.target.store) ||
       scenarioOrder.indexOf(a.scenario) - scenarioOrder.indexOf(b.scenario) ||
       libraryOrder.indexOf(a.target.library) - libraryOrder.indexOf(b.target.library),
   );
   const rows = sorted.map((m) => {
     // The baseline is compared with ours on the memory store: what the middleware costs over no middleware.
-    const reference = m.scenario === "baseline" ? ours("first", "memory") : ours(m.scenario, m.target.store);
+    const reference =
+      m.scenario === "baseline"
+        ? ours(m.target.library, "first", "memory")
+        : ours(m.target.library, m.scenario, m.target.store);
     const ratio = reference ? `${(medianRps(m) / medianRps(reference)).toFixed(2)}x` : "–";
     const all = m.rounds.map((r) => r.requestsPerSecond);
     const failures = sum(m.rounds.map((r) => r.non2xx + r.errors + r.timeouts + r.mismatches));
@@ -88,7 +117,7 @@ function throughputTable(measurements: Measurement[]): string {
       `${rps(Math.min(...all))}–${rps(Math.max(...all))}`,
       ms(median(m.rounds.map((r) => r.p50))),
       ms(median(m.rounds.map((r) => r.p99))),
-      m.target.library === "ours" && m.scenario !== "baseline" ? "**1.00x**" : ratio,
+      isOurs(m.target.library) && m.scenario !== "baseline" ? "**1.00x**" : ratio,
       m.scenario === "replay" ? String(Math.max(...m.executions)) : "–",
       String(failures),
     ];
@@ -143,7 +172,7 @@ function duplicatesTable(reports: DuplicatesReport[]): string {
 
 function wiringTable(reports: WiringReport[]): string {
   const rows = reports
-    .filter((r) => r.target.library !== "plain")
+    .filter((r) => !isBaseline(r.target.library))
     .map((r) => [
       STORE_LABELS[r.target.store],
       libraryCell(r.target.library),
@@ -192,9 +221,10 @@ export function renderReport(
     "",
     "## Throughput and latency",
     "",
-    "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours in the same scenario and " +
-      "store: below 1.00x the row is slower than ours, above 1.00x faster. The baseline row is divided by ours " +
-      "in (b) on memory, so it shows the ceiling that plain Express reaches without any idempotency. " +
+    "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours on the same framework in " +
+      "the same scenario and store: below 1.00x the row is slower than ours, above 1.00x faster. Each baseline " +
+      "row is divided by ours on its framework in (b) on memory, so it shows the ceiling that plain Express or " +
+      "plain Fastify reaches without any idempotency. " +
       "**handler runs** in (c) counts executions over the whole run: 1 (the request that stored the key) is " +
       "correct. **failed** counts non-2xx answers, socket errors, timeouts and replays with another body.",
     "",

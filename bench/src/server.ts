@@ -64,6 +64,8 @@ async function routeHandlers(cfg: ServerConfig): Promise<RequestHandler[]> {
     }
     case "node-idempotency":
       return [json, nodeIdempotencyMiddleware(await nodeIdempotency(cfg)), createOrderHandler];
+    default:
+      throw new Error(`${cfg.library} runs on src/server-fastify.ts`);
   }
 }
 

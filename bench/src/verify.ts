@@ -4,7 +4,7 @@
  * failed check stops the benchmark with the reason.
  */
 import { setTimeout as delay } from "node:timers/promises";
-import { LIBRARY_LABELS, STORE_LABELS, type Target } from "./config.js";
+import { isBaseline, LIBRARY_LABELS, STORE_LABELS, type Target } from "./config.js";
 import { executions, postOrder, type Reply } from "./http.js";
 import { OTHER_ORDER_BODY } from "./order.js";
 
@@ -65,7 +65,7 @@ export async function verifyWiring(target: Target, baseUrl: string, tag: string)
   const seedOrder = expectCreated(target, seed, "the first request");
   await expectExecutions(target, baseUrl, 1, "after the first request");
 
-  if (target.library === "plain") {
+  if (isBaseline(target.library)) {
     expectCreated(target, await postOrder(baseUrl, seedKey), "a second request");
     await expectExecutions(target, baseUrl, 2, "after two requests without idempotency");
     return { target, reusedKeyStatus: 201, replayedHeader: false, replaysLocation: false };

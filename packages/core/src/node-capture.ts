@@ -50,6 +50,10 @@ type Loose = (...args: unknown[]) => unknown;
  *   left or only starts afterwards, is read to its end into the record. Never put an endless stream (server-sent
  *   events) behind it.
  *
+ * Install it once per claimed response, before anything is written. `pipedBefore` is a stream that was piped into
+ * the response before the capture was installed (nothing written yet; a hijacked Fastify reply), so that it is
+ * drained too.
+ *
  * @example
  * ```ts
  * import { captureNodeResponse } from "@idempotency/core/node";
@@ -61,7 +65,11 @@ type Loose = (...args: unknown[]) => unknown;
  * }
  * ```
  */
-export function captureNodeResponse(res: NodeResponse, execution: Execution): NodeCapture {
+export function captureNodeResponse(
+  res: NodeResponse,
+  execution: Execution,
+  pipedBefore?: unknown,
+): NodeCapture {
   const original = {
     writeHead: res.writeHead as Loose,
     write: res.write as Loose,
@@ -77,7 +85,7 @@ export function captureNodeResponse(res: NodeResponse, execution: Execution): No
   /** The final bytes are being sent: Node's own calls pass through (HTTP/2's `end` calls `this.write`). */
   let sending = false;
   let clientGone = false;
-  let piped: Readable | undefined;
+  let piped = pipedBefore instanceof Readable ? pipedBefore : undefined;
   /** The head last reported to the engine, while it may still change. */
   let reportedHead: string | undefined;
 

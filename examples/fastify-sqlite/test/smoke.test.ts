@@ -1,0 +1,65 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SqliteStore } from "@idempotency/sqlite";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createApp, type Order } from "../src/app.js";
+
+const dir = mkdtempSync(join(tmpdir(), "fastify-sqlite-"));
+const store = new SqliteStore({ path: join(dir, "idempotency.db") });
+let app: Awaited<ReturnType<typeof createApp>>["app"];
+let orders: Map<number, Order>;
+let base = "";
+
+beforeAll(async () => {
+  ({ app, orders } = await createApp(store));
+  await app.listen({ port: 0, host: "127.0.0.1" });
+  base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await app.close();
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const post = (key: string | null, body: string) =>
+  fetch(`${base}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(key ? { "idempotency-key": key } : {}) },
+    body,
+  });
+
+it("runs the README's curl session: create, replay, conflict, missing key", async () => {
+  const first = await post("order-1", '{"item":"apple","quantity":2}');
+  expect(first.status).toBe(201);
+  expect(first.headers.get("location")).toBe("/orders/1");
+  const created = await first.text();
+  expect(JSON.parse(created)).toEqual({ id: 1, item: "apple", quantity: 2 });
+
+  const retry = await post("order-1", '{"quantity":2, "item":"apple"}'); // same JSON, other key order
+  expect(retry.status).toBe(201);
+  expect(retry.headers.get("idempotent-replayed")).toBe("true");
+  expect(await retry.text()).toBe(created);
+
+  const reused = await post("order-1", '{"item":"pear"}');
+  expect(reused.status).toBe(422);
+  expect(reused.headers.get("content-type")).toBe("application/problem+json");
+
+  const missing = await post(null, '{"item":"apple"}');
+  expect(missing.status).toBe(400);
+
+  expect(orders.size).toBe(1);
+});
+
+it("claims no key for an order the schema or the handler refuses: the corrected retry runs", async () => {
+  const invalid = await post("order-2", '{"quantity":2}');
+  expect(invalid.status).toBe(400); // schema validation, before the key is claimed
+  const refused = await post("order-2", '{"item":"unobtainium"}');
+  expect(refused.status).toBe(400); // the handler refused it with notStarted()
+  const corrected = await post("order-2", '{"item":"pear"}');
+  expect(corrected.status).toBe(201);
+  expect(corrected.headers.get("idempotent-replayed")).toBeNull();
+  expect(orders.size).toBe(2);
+});
