@@ -907,6 +907,46 @@ export function describeBindingBehaviour(
         );
 
         it(
+          "answers 413 at once to a chunked body far above maxRequestBytes that is still arriving",
+          async () => {
+            const t = await start({ maxRequestBytes: 64 * 1024 });
+            const huge = `{"item":"${"x".repeat(2 * 1024 * 1024)}"}`;
+            const chunked = await t.send("/orders", { key: "k-huge", json: huge, chunked: true });
+            expectProblem(chunked, 413, PROBLEM_TYPES.requestTooLarge);
+            const declared = await t.send("/orders", { key: "k-huge-2", json: huge });
+            expectProblem(declared, 413, PROBLEM_TYPES.requestTooLarge);
+            expect(t.store.totalCalls).toBe(0);
+            expect(t.hooks.count("orders")).toBe(0);
+            const small = await t.send("/orders", { key: "k-small", json: ORDER, chunked: true });
+            expect(small.status).toBe(201);
+          },
+          timeout,
+        );
+
+        it(
+          "bounds the body a custom fingerprint function reads by maxRequestBytes: 413, declared or chunked",
+          async () => {
+            const t = await start({
+              maxRequestBytes: 64 * 1024,
+              fingerprint: async (request) => String((await request.body()).length),
+            });
+            // Above the limit, and below the frameworks' own body limits (Fastify's bodyLimit is 1 MiB).
+            const huge = `{"item":"${"x".repeat(256 * 1024)}"}`;
+            const chunked = await t.send("/orders", { key: "k-fp-huge", json: huge, chunked: true });
+            expectProblem(chunked, 413, PROBLEM_TYPES.requestTooLarge);
+            const declared = await t.send("/orders", { key: "k-fp-huge-2", json: huge });
+            expectProblem(declared, 413, PROBLEM_TYPES.requestTooLarge);
+            expect(t.store.totalCalls).toBe(0);
+            const small = await t.send("/orders", { key: "k-fp-small", json: ORDER });
+            expect(small.status).toBe(201);
+            const retry = await t.send("/orders", { key: "k-fp-small", json: ORDER });
+            expectReplayOf(retry, small);
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
           "passes a GET straight through, key or not",
           async () => {
             const t = await start();

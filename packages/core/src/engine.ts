@@ -288,7 +288,10 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     let fingerprint: string;
     const seen = boundsUserBody ? withBoundedBody(request, resolved.maxRequestBytes) : request;
     try {
-      [scope, fingerprint] = await Promise.all([scopeOf(seen), fingerprintOf(seen)]);
+      // The fingerprint first: a body over maxRequestBytes is answered 413 before any user function runs
+      // (a binding may have to answer before authentication has, e.g. while Fastify reads the body).
+      fingerprint = await fingerprintOf(seen);
+      scope = await scopeOf(seen);
     } catch (error) {
       // By code, not class: a binding may load another build of this module (ESM and CJS copies differ).
       if ((error as { code?: unknown } | null)?.code !== TOO_LARGE) throw error;

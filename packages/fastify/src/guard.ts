@@ -25,11 +25,14 @@ export class RouteGuard {
   readonly #engine: Idempotency;
   readonly #header: string;
   readonly #readsBody: boolean;
+  /** The engine's own fingerprint reads the body, so a body over `maxRequestBytes` is its 413 whatever else. */
+  readonly #refusesOversized: boolean;
 
   constructor(engine: Idempotency) {
     this.#engine = engine;
     this.#header = engine.options.header.toLowerCase();
     this.#readsBody = engine.options.fingerprint !== false;
+    this.#refusesOversized = this.#readsBody && typeof engine.options.fingerprint !== "function";
   }
 
   /** Whether a route with these methods needs the hooks at all (a GET route never does by default). */
@@ -40,7 +43,7 @@ export class RouteGuard {
 
   readonly preParsing = (
     request: FastifyRequest,
-    _reply: FastifyReply,
+    reply: FastifyReply,
     payload: Readable,
     done: PayloadDone,
   ) => {
@@ -60,7 +63,18 @@ export class RouteGuard {
       return;
     }
     bufferBody(request.raw, payload, maxRequestBytes, state).then(
-      (stream) => done(null, stream),
+      (stream) => {
+        if (!state.bodyTooLarge || !this.#refusesOversized) return done(null, stream);
+        // Answer now, before Fastify parses (or refuses, past its bodyLimit) a body that can never be
+        // fingerprinted: the engine says 413, or 400 for a bad key, without any user function or store call.
+        this.#engine.handle(neutralRequest(request, state)).then(
+          (decision) => {
+            if (decision.action === "respond") sendProblem(reply, decision.response);
+            else done(null, stream); // unreachable: the default fingerprint cannot read the body
+          },
+          (error: Error) => done(error),
+        );
+      },
       (error: Error) => done(error),
     );
   };

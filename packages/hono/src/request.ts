@@ -36,7 +36,16 @@ export function toIdempotencyRequest(c: Context): IdempotencyRequest {
  */
 async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
   const raw = c.req.raw;
-  if (!raw.bodyUsed) return readLimited(raw.clone(), maxBytes);
+  if (!raw.bodyUsed) {
+    try {
+      return await readLimited(raw.clone(), maxBytes);
+    } catch (error) {
+      // Cancelling one branch of a teed body waits for the other: cancel the handler's branch too, so the
+      // source stops at once and the 413 goes out without reading (or keeping) the rest.
+      void raw.body?.cancel().catch(() => {});
+      throw error;
+    }
+  }
   if (Object.keys(c.req.bodyCache).length === 0) {
     throw new IdempotencyBodyConsumedError(
       "Something read it through c.req.raw first: mount idempotency() before that middleware, or read the " +
@@ -57,7 +66,7 @@ async function readLimited(request: Request, maxBytes: number): Promise<Uint8Arr
     if (done) break;
     received += value.byteLength;
     if (received > maxBytes) {
-      await reader.cancel();
+      void reader.cancel().catch(() => {}); // settles once the other branch is cancelled too (above)
       throw new IdempotencyRequestTooLargeError(maxBytes);
     }
     chunks.push(value);

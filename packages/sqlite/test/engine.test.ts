@@ -45,7 +45,7 @@ describe("SqliteStore under the core engine", () => {
     // While the first runs: a duplicate gets 409, a different body under the same key 422.
     const duplicate = asResponse(await engineTwo.handle(request("order-1", body)));
     expect(duplicate.status).toBe(409);
-    expect(duplicate.headers["retry-after"]).toBe("30");
+    expect(duplicate.headers["retry-after"]).toBe("1");
     expect(asResponse(await engineTwo.handle(request("order-1", '{"amount":5}'))).status).toBe(422);
 
     const responseBody = new Uint8Array([0x7b, 0x7d, 0x00, 0xff, 0x0a]);
