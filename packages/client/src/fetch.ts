@@ -435,7 +435,7 @@ function giveUp(
       ? `failed before a response arrived (${cause instanceof Error ? describeNetworkError(cause) : String(cause)})`
       : reason === "timeout"
         ? limit === "deadlineMs"
-          ? "was still running when the deadline passed"
+          ? "had no response yet"
           : `had no response after ${options.attemptTimeoutMs} ms (attemptTimeoutMs)`
         : `got ${response!.status}${problem?.title ? ` ${problem.title}` : response!.statusText ? ` ${response!.statusText}` : ""}`;
   const why =

@@ -134,7 +134,8 @@ async function readCapped(response: Response, limit: number): Promise<string | u
       if (done) break;
       length += value.byteLength;
       if (length > limit) {
-        await reader.cancel().catch(() => {});
+        // Not awaited: cancelling one branch of a clone settles only once the other branch is done too.
+        reader.cancel().catch(() => {});
         return undefined;
       }
       chunks.push(value);

@@ -16,8 +16,13 @@ export function parseRetryAfter(
   const trimmed = value.trim();
   if (DELAY_SECONDS.test(trimmed)) return Number(trimmed) * 1000;
   if (!HTTP_DATE.test(trimmed)) return undefined;
-  const at = Date.parse(trimmed);
+  const at = parseHttpDate(trimmed);
   if (Number.isNaN(at)) return undefined;
-  const sent = date === null ? Number.NaN : Date.parse(date);
+  const sent = date === null ? Number.NaN : parseHttpDate(date.trim());
   return Math.max(0, at - (Number.isNaN(sent) ? nowMs : sent));
+}
+
+/** HTTP dates are always GMT; asctime's form does not say so, and `Date.parse` would read it as local time. */
+function parseHttpDate(value: string): number {
+  return Date.parse(/GMT$/i.test(value) ? value : `${value} GMT`);
 }
