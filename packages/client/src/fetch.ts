@@ -151,7 +151,7 @@ interface Operation {
 }
 
 type AttemptResult =
-  | { kind: "response"; response: Response }
+  | { kind: "response"; response: Response; detach(): void }
   | { kind: "failed"; reason: "network" | "timeout"; error: unknown; deadline: boolean };
 
 async function send(
@@ -170,6 +170,7 @@ async function send(
     const lastAttempt = !operation.retrySafe;
 
     let response: Response | undefined;
+    let detach: (() => void) | undefined;
     let problem: ProblemDetails | undefined;
     let reason: RetryReason;
     let cause: unknown;
@@ -182,6 +183,7 @@ async function send(
       }
     } else {
       response = result.response;
+      detach = result.detach;
       const status = response.status;
       if (status === 422 && operation.key !== null && isProblemResponse(response)) {
         problem = await readProblem(response.clone(), options.now);
@@ -213,6 +215,7 @@ async function send(
     if (options.now() + delayMs >= deadlineAt) throw giveUp("deadlineMs", { ...details, delayMs });
 
     discard(response);
+    detach?.();
     report(options, {
       attempt,
       delayMs,
@@ -352,8 +355,9 @@ async function sendAttempt(
     });
     pending = fetchImpl(request, operation.extraInit);
     const response = await Promise.race([pending, aborted]);
-    // The caller's signal keeps governing the returned response's body, as with fetch.
-    return { kind: "response", response };
+    // The caller's signal keeps governing the returned response's body, as with fetch; a response the client
+    // discards lets go of it.
+    return { kind: "response", response, detach: () => caller.removeEventListener("abort", onCallerAbort) };
   } catch (error) {
     caller.removeEventListener("abort", onCallerAbort);
     if (caller.aborted) throw caller.reason;
