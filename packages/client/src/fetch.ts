@@ -214,8 +214,6 @@ async function send(
       retryAfterMs ?? backoffDelay(attempt - 1, options.baseDelayMs, options.maxDelayMs, options.random);
     if (options.now() + delayMs >= deadlineAt) throw giveUp("deadlineMs", { ...details, delayMs });
 
-    discard(response);
-    detach?.();
     report(options, {
       attempt,
       delayMs,
@@ -228,7 +226,17 @@ async function send(
       method: operation.method,
       url: operation.base.url,
     });
-    await wait(delayMs, options, operation.signal);
+    try {
+      await wait(delayMs, options, operation.signal);
+    } finally {
+      // Kept until now: a wait that overshoots the deadline gives up with this response, body unread.
+      if (options.now() < deadlineAt || operation.signal.aborted) {
+        discard(response);
+        detach?.();
+      }
+    }
+    // A timer may fire late; the deadline still holds.
+    if (options.now() >= deadlineAt) throw giveUp("deadlineMs", details);
   }
 }
 

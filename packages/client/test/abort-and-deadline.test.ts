@@ -175,6 +175,30 @@ describe("deadlineMs", () => {
     expect(server.requests()).toBe(2);
   });
 
+  it("holds when a wait ends late: no attempt after the deadline, and the last response is kept", async () => {
+    const server = honoOrders({ failTimes: 10 });
+    let time = T0;
+    const error = (await idempotentFetch("http://api.test/report", undefined, {
+      fetch: server.fetch,
+      random: () => 0.5,
+      deadlineMs: 500,
+      now: () => time,
+      sleep: async (ms) => {
+        time += ms + 1_000; // a timer that fires a second late (a suspended laptop, a busy event loop)
+      },
+    }).catch((caught: unknown) => caught)) as IdempotentFetchGaveUpError;
+    expect(error).toBeInstanceOf(IdempotentFetchGaveUpError);
+    expect([error.limit, error.reason, error.attempts, error.status]).toEqual([
+      "deadlineMs",
+      "status",
+      1,
+      503,
+    ]);
+    expect(error.message).toContain("gave up after 1 attempt: the deadline passed (deadlineMs: 500)");
+    expect(await error.response!.text()).toBe("busy");
+    expect(server.requests()).toBe(1);
+  });
+
   it("aborts an attempt still running when the deadline passes", async () => {
     // Date too: the deadline is measured with Date.now, and must not move while the test sets things up.
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
