@@ -368,10 +368,10 @@ async function sendAttempt(
     return { kind: "response", response, detach: () => caller.removeEventListener("abort", onCallerAbort) };
   } catch (error) {
     caller.removeEventListener("abort", onCallerAbort);
+    // A late response to an abandoned attempt (a fetch that ignored its signal) is drained, freeing its connection.
+    if (controller.signal.aborted && pending !== undefined) pending.then(discard, () => {});
     if (caller.aborted) throw caller.reason;
     if (controller.signal.reason === TIMED_OUT) {
-      // A late response to an abandoned attempt is drained, so its connection is freed.
-      if (pending !== undefined) pending.then(discard, () => {});
       const error = new DOMException(`The attempt had no response after ${budgetMs} ms.`, "TimeoutError");
       return { kind: "failed", reason: "timeout", error, deadline: byDeadline };
     }
