@@ -12,8 +12,8 @@
 //              and no better-sqlite3 compile when the workspace install has run on this machine). Then:
 //       esm     an .mjs file imports every entry point, checks the main exports, and runs requests end to
 //               end: the engine on MemoryStore and on SqliteStore (a file and an in-memory database, which
-//               proves the native peer resolves), and each binding (Express, Koa and Fastify on loopback,
-//               Hono in process).
+//               proves the native peer resolves), each binding (Express, Koa and Fastify on loopback,
+//               Hono in process), and the client (idempotentFetch) against the Express binding.
 //       cjs     the same from a .cjs file with require().
 //       tsc     a consumer .ts (ESM) and .cts (CommonJS) file importing every entry point and using the
 //               main APIs, type-checked without skipLibCheck under "nodenext" and under "bundler".
@@ -81,6 +81,19 @@ const EXPECTED_EXPORTS = {
   },
   "@idempotency/sqlite": { SqliteStore: "class", SCHEMA_VERSION: "number" },
   "@idempotency/redis": { RedisStore: "class" },
+  "@idempotency/client": {
+    idempotentFetch: "function",
+    createIdempotentFetch: "function",
+    parseProblem: "function",
+    PROBLEM_TYPES: "object",
+    DEFAULT_RETRY_ON: "object",
+    IdempotentFetchError: "class",
+    IdempotentFetchOptionsError: "class",
+    IdempotentFetchBodyError: "class",
+    IdempotentFetchGaveUpError: "class",
+    IdempotencyInProgressError: "class",
+    IdempotencyKeyReusedError: "class",
+  },
   "@idempotency/express": { idempotency: "function", notStarted: "function" },
   "@idempotency/hono": { idempotency: "function", notStarted: "function" },
   "@idempotency/koa": { idempotency: "function", notStarted: "function" },
@@ -404,6 +417,7 @@ async function main(load, system) {
     await new Promise((done) => server.listen(0, "127.0.0.1", done));
     const { port } = server.address();
     return {
+      url: "http://127.0.0.1:" + port,
       send: (target, init) => fetch("http://127.0.0.1:" + port + target, init),
       close: () => {
         server.closeAllConnections();
@@ -421,6 +435,24 @@ async function main(load, system) {
   });
   const expressServer = await overLoopback(expressApp);
   await checkBinding("express", expressServer.send, () => expressRuns);
+
+  // The client against the Express binding: one key per operation, the replay flagged, key reuse typed.
+  const { idempotentFetch, IdempotencyKeyReusedError, PROBLEM_TYPES: CLIENT_PROBLEM_TYPES } =
+    modules["@idempotency/client"];
+  assert.deepEqual(CLIENT_PROBLEM_TYPES, PROBLEM_TYPES, "client: the problem types are the core's");
+  const order = (item) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ item }) });
+  const created = await idempotentFetch(expressServer.url + "/orders", order("book"), { key: "client-1" });
+  assert.equal(created.status, 201, "client: first status");
+  assert.equal(created.replayed, false, "client: first is not a replay");
+  const again = await idempotentFetch(expressServer.url + "/orders", order("book"), { key: "client-1" });
+  assert.equal(again.replayed, true, "client: the same key again is a replay");
+  assert.equal(await again.text(), await created.text(), "client: replayed body");
+  await assert.rejects(
+    idempotentFetch(expressServer.url + "/orders", order("pen"), { key: "client-1" }),
+    (error) => error instanceof IdempotencyKeyReusedError && error.code === "ERR_IDEMPOTENCY_KEY_REUSED",
+    "client: key reuse",
+  );
+  assert.equal(expressRuns, 2, "client: the handler ran once for the client's key");
   await expressServer.close();
 
   const Koa = plain(await load("koa"));
@@ -472,6 +504,7 @@ function consumerTypeScript(entries) {
   return `${namespaces.join("\n")}
 import { createIdempotency, type Decision, type IdempotencyRequest, type IdempotencyStore, MemoryStore, PROBLEM_TYPES } from "@idempotency/core";
 import { nodeHeaders } from "@idempotency/core/node";
+import { createIdempotentFetch, IdempotencyKeyReusedError, type IdempotentResponse, type RetryEvent } from "@idempotency/client";
 import { describeStore, type StoreFactory } from "@idempotency/conformance";
 import { idempotency as expressIdempotency, notStarted } from "@idempotency/express";
 import fastifyIdempotency, { idempotency as fastifyPlugin, notStarted as fastifyNotStarted } from "@idempotency/fastify";
@@ -516,6 +549,17 @@ fastifyApp.post("/orders", { config: { idempotency: { required: true } } }, asyn
   return reply.notStarted().code(403).send({ error: "forbidden" });
 });
 
+const fetchWithRetries = createIdempotentFetch({
+  maxAttempts: 3,
+  onRetry: (event: RetryEvent) => console.warn(event.attempt, event.delayMs, event.reason),
+});
+export const created = (): Promise<IdempotentResponse> =>
+  fetchWithRetries("https://api.example/orders", { method: "POST", body: "{}" }, { key: "order-1" });
+export const isReuse = (error: unknown): boolean =>
+  error instanceof IdempotencyKeyReusedError && error.problem.type === PROBLEM_TYPES.keyReused;
+
+// @ts-expect-error maxAttempts is a number
+createIdempotentFetch({ maxAttempts: "3" });
 // @ts-expect-error storeTimeoutMs is a number of milliseconds
 createIdempotency({ store, scope: "global", storeTimeoutMs: "2s" });
 // @ts-expect-error the store is required
