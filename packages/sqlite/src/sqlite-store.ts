@@ -25,6 +25,21 @@ interface Row {
   expiresAt: number;
 }
 
+/** How long to wait between tries of a busy operation, like SQLite's own busy handler (then 25 ms apart). */
+const BUSY_RETRY_MS = [1, 2, 5, 10, 15, 20, 25];
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** `SQLITE_BUSY` and its extended codes (`SQLITE_BUSY_RECOVERY`, `SQLITE_BUSY_SNAPSHOT`, …). */
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("SQLITE_BUSY");
+}
+
+/** Blocks for `ms`, as SQLite's busy handler does: every call of this store is synchronous anyway. */
+function pause(ms: number): void {
+  if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
+}
+
 /** The prepared statements and transactions of one connection, made once on first use. */
 interface Operations {
   db: SqliteDatabase;
@@ -249,17 +264,36 @@ export class SqliteStore implements IdempotencyStore {
     if (operations && this.#options.path !== undefined && operations.db.open) operations.db.close();
   }
 
-  /** Runs `operation` on the prepared connection, turning every failure into an `IdempotencyStoreError`. */
+  /**
+   * Runs `operation` on the prepared connection, turning every failure into an `IdempotencyStoreError`. A
+   * `SQLITE_BUSY` that reaches it before `busyTimeoutMs` has passed is retried: SQLite does not always wait in
+   * its busy handler (another process opening or recovering the WAL, a `journal_mode` switch while others
+   * open the file, a handle whose busy timeout was changed), and every operation is one transaction that a
+   * `SQLITE_BUSY` rolled back whole, so trying it again is safe.
+   */
   #run<T>(name: string, operation: (ops: Operations) => T): T {
     if (this.#closed) {
       throw new IdempotencyStoreError(`SqliteStore ${name}() was called after close().`);
     }
-    try {
-      return operation(this.#ready());
-    } catch (error) {
-      if (error instanceof IdempotencyStoreError) throw error;
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new IdempotencyStoreError(`SqliteStore ${name}() failed: ${reason}`, { cause: error });
+    const startedAt = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return operation(this.#ready());
+      } catch (error) {
+        if (error instanceof IdempotencyStoreError) throw error;
+        const waited = performance.now() - startedAt;
+        if (isBusy(error) && waited < this.#options.busyTimeoutMs) {
+          pause(
+            Math.min(
+              BUSY_RETRY_MS[Math.min(attempt, BUSY_RETRY_MS.length - 1)] as number,
+              this.#options.busyTimeoutMs - waited,
+            ),
+          );
+          continue;
+        }
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new IdempotencyStoreError(`SqliteStore ${name}() failed: ${reason}`, { cause: error });
+      }
     }
   }
 
