@@ -259,6 +259,22 @@ export function describeBindingBehaviour(
         }
 
         it(
+          'names the character the client sent in a key\'s 400: "é" (U+00E9) for the UTF-8 bytes of café',
+          async () => {
+            const t = await start();
+            // One character per byte, as Node sends header values: the UTF-8 encoding of "café".
+            const res = await t.send("/orders", { key: "caf\u00c3\u00a9", json: ORDER });
+            expectProblem(res, 400, PROBLEM_TYPES.invalidKey);
+            expect((res.json() as { detail: string }).detail).toBe(
+              'Invalid Idempotency-Key header: it contains the character "\u00e9" (U+00E9) at position 4; ' +
+                'use visible ASCII (0x21-0x7E) without " or ,.',
+            );
+            expect(t.store.totalCalls).toBe(0);
+          },
+          timeout,
+        );
+
+        it(
           "accepts a key of 255 characters and a quoted sf-string key as the same key unquoted",
           async () => {
             const t = await start();

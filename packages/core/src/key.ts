@@ -127,12 +127,50 @@ function emptyReason(maxLength: number): string {
   return `it is empty; send 1 to ${maxLength} characters`;
 }
 
-/** Shows a visible ASCII character as itself and anything else as a code, so reasons stay safe to log. */
+/**
+ * Shows a visible ASCII character as itself, a control character as a code, and anything else as itself and
+ * its code point, so reasons stay safe to log and name what the client typed. Header values reach the engine
+ * as one character per byte (latin1), so a UTF-8 sequence there (`café` arrives as `cafÃ©`) is decoded first.
+ */
 function describe(value: string, i: number): string {
   const c = value.codePointAt(i) ?? 0;
   if (c > SPACE && c <= TILDE) return value[i] ?? "";
-  if (c < 0x80) return `0x${c.toString(16).padStart(2, "0")}`;
-  return `U+${c.toString(16).toUpperCase().padStart(4, "0")}`;
+  if (c < 0xa0 || (c >= 0xd800 && c <= 0xdfff)) {
+    return c < 0x80 ? `0x${c.toString(16).padStart(2, "0")}` : `U+${hex(c)}`; // never echo controls or lone halves
+  }
+  const character = utf8At(value, i) ?? String.fromCodePoint(c);
+  return `"${character}" (U+${hex(character.codePointAt(0) ?? c)})`;
+}
+
+function hex(c: number): string {
+  return c.toString(16).toUpperCase().padStart(4, "0");
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The character a UTF-8 sequence starting at `i` of a byte-per-character string encodes, if it is one. */
+function utf8At(value: string, i: number): string | undefined {
+  const lead = value.charCodeAt(i);
+  const length =
+    lead >= 0xc2 && lead <= 0xdf
+      ? 2
+      : lead >= 0xe0 && lead <= 0xef
+        ? 3
+        : lead >= 0xf0 && lead <= 0xf4
+          ? 4
+          : 0;
+  if (length === 0 || i + length > value.length) return undefined;
+  const bytes = new Uint8Array(length);
+  for (let k = 0; k < length; k++) {
+    const byte = value.charCodeAt(i + k);
+    if (byte > 0xff) return undefined;
+    bytes[k] = byte;
+  }
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 function isOws(c: number): boolean {
