@@ -26,7 +26,7 @@ export const PROBLEM_TYPES = {
   /**
    * 409: the first request with this key stopped without a result, and the server never runs such a request
    * twice (`onLeaseExpired: "conflict"`): the key stays locked until its record expires. No `Retry-After`:
-   * retrying it is pointless.
+   * retrying it is pointless, so the client never does (it throws `IdempotencyKeyLockedError`).
    */
   keyLocked: "urn:idempotency:problem:key-locked",
   /** 410: the original request completed but its response was too large to store. */
