@@ -93,6 +93,7 @@ const EXPECTED_EXPORTS = {
     IdempotentFetchGaveUpError: "class",
     IdempotencyInProgressError: "class",
     IdempotencyKeyReusedError: "class",
+    IdempotencyKeyLockedError: "class",
   },
   "@idempotency/express": { idempotency: "function", notStarted: "function" },
   "@idempotency/hono": { idempotency: "function", notStarted: "function" },
@@ -504,7 +505,7 @@ function consumerTypeScript(entries) {
   return `${namespaces.join("\n")}
 import { createIdempotency, type Decision, type IdempotencyRequest, type IdempotencyStore, MemoryStore, PROBLEM_TYPES } from "@idempotency/core";
 import { nodeHeaders } from "@idempotency/core/node";
-import { createIdempotentFetch, IdempotencyKeyReusedError, type IdempotentResponse, type RetryEvent } from "@idempotency/client";
+import { createIdempotentFetch, IdempotencyKeyLockedError, IdempotencyKeyReusedError, type IdempotentResponse, type RetryEvent } from "@idempotency/client";
 import { describeStore, type StoreFactory } from "@idempotency/conformance";
 import { idempotency as expressIdempotency, notStarted } from "@idempotency/express";
 import fastifyIdempotency, { idempotency as fastifyPlugin, notStarted as fastifyNotStarted } from "@idempotency/fastify";
@@ -557,6 +558,10 @@ export const created = (): Promise<IdempotentResponse> =>
   fetchWithRetries("https://api.example/orders", { method: "POST", body: "{}" }, { key: "order-1" });
 export const isReuse = (error: unknown): boolean =>
   error instanceof IdempotencyKeyReusedError && error.problem.type === PROBLEM_TYPES.keyReused;
+export const lockedKey = (error: unknown): string | undefined =>
+  error instanceof IdempotencyKeyLockedError && error.problem.type === PROBLEM_TYPES.keyLocked
+    ? error.idempotencyKey
+    : undefined;
 
 // @ts-expect-error maxAttempts is a number
 createIdempotentFetch({ maxAttempts: "3" });

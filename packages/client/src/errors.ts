@@ -122,6 +122,60 @@ export class IdempotencyKeyReusedError extends IdempotentFetchError {
 }
 
 /**
+ * The server answered 409 `key-locked` (`PROBLEM_TYPES.keyLocked`): the first request with this key stopped
+ * without a result (its process died, or it was presumed hung), and the server never runs such a request
+ * twice, so the key stays locked until its record expires. A definitive answer, never retried whatever
+ * `retryOn` says: retrying, now or later, only gets the same 409. Whether the operation took effect is
+ * unknown; find out by hand (read the resource it would have created, ask the service), and use a new key
+ * for a new attempt. Like {@link IdempotencyKeyReusedError} it is the server refusing this key, so it is not
+ * an {@link IdempotentFetchGaveUpError} (whose catch blocks retry later with the same key) nor an
+ * {@link IdempotencyInProgressError}. `response` is the 409 itself, its body unread.
+ *
+ * @example
+ * ```ts
+ * import { IdempotencyKeyLockedError, idempotentFetch } from "@idempotency/client";
+ *
+ * try {
+ *   await idempotentFetch(url, { method: "POST", body }, { key: `payment-${invoice.id}` });
+ * } catch (error) {
+ *   if (error instanceof IdempotencyKeyLockedError) return alertOperator(invoice.id, error.message); // never retried
+ *   throw error;
+ * }
+ * ```
+ */
+export class IdempotencyKeyLockedError extends IdempotentFetchError {
+  /** The locked key. */
+  readonly idempotencyKey: string;
+  /** The server's 409 response; its body is unread. */
+  readonly response: Response;
+  /** The parsed `application/problem+json` body, of type `PROBLEM_TYPES.keyLocked`. */
+  readonly problem: ProblemDetails;
+  /** How many attempts were sent, this one included. */
+  readonly attempts: number;
+
+  constructor(details: {
+    idempotencyKey: string;
+    response: Response;
+    problem: ProblemDetails;
+    attempts: number;
+  }) {
+    super(
+      "ERR_IDEMPOTENCY_KEY_LOCKED",
+      `The server refused the request (409 key-locked): the first request with the idempotency key ${JSON.stringify(
+        details.idempotencyKey,
+      )} stopped without a result, and the server never runs it twice, so the key stays locked until its ` +
+        "record expires and retrying cannot help. Whether the operation took effect is unknown: check by hand " +
+        "(read the resource it would have changed), and use a new key for a new attempt." +
+        `${details.problem.detail ? ` Server: ${details.problem.detail}` : ""}`,
+    );
+    this.idempotencyKey = details.idempotencyKey;
+    this.response = details.response;
+    this.problem = details.problem;
+    this.attempts = details.attempts;
+  }
+}
+
+/**
  * Why a request failed in a way that may be retried: `"network"` (fetch rejected: connection refused, reset,
  * or closed before the response), `"timeout"` (the attempt ran out of `attemptTimeoutMs`, or of `deadlineMs`)
  * or `"status"` (the response status is in `retryOn`).

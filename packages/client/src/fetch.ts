@@ -3,6 +3,7 @@ import {
   type GaveUpDetails,
   type GiveUpLimit,
   IdempotencyInProgressError,
+  IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotentFetchBodyError,
   IdempotentFetchGaveUpError,
@@ -104,8 +105,8 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Ide
  * sent as an sf-string, `"…"`) unless it carries one, and every retry of this call resends the same key and
  * the same body bytes, so the server runs the operation once. Resolves with the final response (any status,
  * as fetch does); rejects with `IdempotencyKeyReusedError` on a 422 key reuse, with
- * `IdempotentFetchGaveUpError` when retries run out without a definitive answer, and with the signal's reason
- * when `init.signal` aborts.
+ * `IdempotencyKeyLockedError` on a 409 `key-locked` (never retried), with `IdempotentFetchGaveUpError` when
+ * retries run out without a definitive answer, and with the signal's reason when `init.signal` aborts.
  *
  * @example
  * ```ts
@@ -185,22 +186,29 @@ async function send(
       response = result.response;
       detach = result.detach;
       const status = response.status;
-      if (status === 422 && operation.key !== null && isProblemResponse(response)) {
+      // A 422 or 409 may refuse this key for good, whatever retryOn says: its problem type tells.
+      const key = operation.key;
+      const mayRefuseKey = key !== null && (status === 422 || status === 409);
+      if (mayRefuseKey && isProblemResponse(response)) {
         problem = await readProblem(response.clone(), options.now);
-        if (problem !== undefined && isKeyReuse(response, problem, operation)) {
-          throw new IdempotencyKeyReusedError({
-            idempotencyKey: operation.key,
-            response,
-            problem,
-            attempts: attempt,
-          });
+        if (problem !== undefined) {
+          const refusal = { idempotencyKey: key, response, problem, attempts: attempt };
+          if (status === 422 && isKeyReuse(response, problem, operation)) {
+            throw new IdempotencyKeyReusedError(refusal);
+          }
+          // The first request stopped without a result and the server never runs it twice.
+          if (status === 409 && problem.type === PROBLEM_TYPES.keyLocked) {
+            throw new IdempotencyKeyLockedError(refusal);
+          }
         }
       }
       if (lastAttempt || !isRetryableStatus(status, operation, options)) {
         return decorate(response, operation.key, attempt);
       }
       reason = "status";
-      if (isProblemResponse(response)) problem = await readProblem(response.clone(), options.now);
+      if (!mayRefuseKey && isProblemResponse(response)) {
+        problem = await readProblem(response.clone(), options.now);
+      }
     }
 
     const retryAfterMs =

@@ -2,6 +2,7 @@ export {
   type GaveUpDetails,
   type GiveUpLimit,
   IdempotencyInProgressError,
+  IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotentFetchBodyError,
   IdempotentFetchError,

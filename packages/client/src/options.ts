@@ -4,9 +4,10 @@ import type { ProblemDetails } from "./problem.js";
 
 /**
  * The statuses retried by default: 408 (the server timed out reading the request; nothing ran), 409 (a
- * request with this key is still running; only for requests that carry a key), 425 (too early), 429 (rate
- * limited), 502, 503 and 504 (a gateway or the service is briefly unavailable). 500 is not among them: add it
- * to `retryOn` when your server releases the key on a 500, as the `@idempotency` servers do.
+ * request with this key is still running; only for requests that carry a key, and never a 409 `key-locked`,
+ * which is final), 425 (too early), 429 (rate limited), 502, 503 and 504 (a gateway or the service is briefly
+ * unavailable). 500 is not among them: add it to `retryOn` when your server releases the key on a 500, as the
+ * `@idempotency` servers do.
  *
  * @example
  * ```ts
@@ -97,7 +98,10 @@ export interface IdempotentFetchOptions {
   deadlineMs?: number;
   /** One attempt's budget: an attempt that has no response after this long is aborted and retried (`"timeout"`). Default: none. */
   attemptTimeoutMs?: number;
-  /** The response statuses that are retried. Default {@link DEFAULT_RETRY_ON}; 422 cannot be listed. */
+  /**
+   * The response statuses that are retried. Default {@link DEFAULT_RETRY_ON}; 422 cannot be listed. A 409
+   * `key-locked` is never retried, even with 409 listed: it rejects with `IdempotencyKeyLockedError`.
+   */
   retryOn?: readonly number[];
   /** The methods that get an idempotency key when the caller sent none. Default `["POST", "PATCH"]`. */
   methods?: readonly string[];

@@ -21,8 +21,14 @@ export const PROBLEM_TYPES = {
   invalidKey: "urn:idempotency:problem:invalid-key",
   /** 422: the key was already used with a request that has a different fingerprint. */
   keyReused: "urn:idempotency:problem:key-reused",
-  /** 409: a request with this key is still being processed. */
+  /** 409: a request with this key is still being processed; retry after `Retry-After`. */
   inProgress: "urn:idempotency:problem:in-progress",
+  /**
+   * 409: the first request with this key stopped without a result, and the server never runs such a request
+   * twice (`onLeaseExpired: "conflict"`): the key stays locked until its record expires. No `Retry-After`:
+   * retrying it is pointless, so the client never does (it throws `IdempotencyKeyLockedError`).
+   */
+  keyLocked: "urn:idempotency:problem:key-locked",
   /** 410: the original request completed but its response was too large to store. */
   responseNotStored: "urn:idempotency:problem:response-not-stored",
   /** 413: the request body is larger than the server's `maxRequestBytes`. */

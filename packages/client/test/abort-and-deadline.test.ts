@@ -265,7 +265,7 @@ describe("attemptTimeoutMs", () => {
     const error = (await settled) as IdempotentFetchGaveUpError;
     expect(events.map((event) => [event.reason, event.status, event.delayMs])).toEqual([
       ["timeout", undefined, 50],
-      ["status", 409, 2_000], // the frozen lease: 2 s left
+      ["status", 409, 1_000], // the server's hint (retryAfterMs, 1 s), though its frozen lease has 2 s left
     ]);
     expect(error.name).toBe("IdempotencyInProgressError");
     expect([error.limit, error.attempts, error.status]).toEqual(["maxAttempts", 3, 409]);

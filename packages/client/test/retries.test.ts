@@ -97,23 +97,24 @@ describe("lost connections", () => {
     expect(response.replayed).toBe(true);
     expect(response.attempts).toBe(3);
     expect(server.executions()).toBe(1);
-    // The server's clock is frozen, so the lease has exactly 3 s left: Retry-After: 3.
-    expect(delays).toEqual([50, 3_000]);
+    // Retry-After is the server's retryAfterMs hint (1 s by default), not the 3 s left on its frozen lease.
+    expect(delays).toEqual([50, 1_000]);
     expect(events.map((event) => [event.reason, event.status, event.retryAfterMs])).toEqual([
       ["network", undefined, undefined],
-      ["status", 409, 3_000],
+      ["status", 409, 1_000],
     ]);
     expect(events[1]!.problem).toMatchObject({
       type: PROBLEM_TYPES.inProgress,
       title: "Request in progress",
       status: 409,
-      retryAfterMs: 3_000,
+      retryAfterMs: 1_000,
     });
   });
 
   it("a 409 whose Retry-After is longer than maxDelayMs gives up at once with IdempotencyInProgressError", async () => {
     const gate = deferred();
-    const server = track(await ordersServer({ gate: gate.promise })); // leaseMs 30 s: Retry-After: 30
+    // A server that hints 20 s (its retryAfterMs; the frozen lease has 30 s left): more than maxDelayMs.
+    const server = track(await ordersServer({ gate: gate.promise, engine: { retryAfterMs: 20_000 } }));
     const proxy = track(await flakyProxy(server.port, ["drop-after-request"]));
     const clock = fakeClock();
 
@@ -134,12 +135,12 @@ describe("lost connections", () => {
     expect(inProgress.limit).toBe("maxDelayMs");
     expect(inProgress.reason).toBe("status");
     expect(inProgress.status).toBe(409);
-    expect(inProgress.retryAfterMs).toBe(30_000);
+    expect(inProgress.retryAfterMs).toBe(20_000);
     expect(inProgress.attempts).toBe(2);
     expect(inProgress.problem?.type).toBe(PROBLEM_TYPES.inProgress);
     expect(inProgress.idempotencyKey).toMatch(UUID);
     expect(inProgress.message).toContain("longer than maxDelayMs (10000)");
-    expect(inProgress.message).toContain("retry later with the same key (after 30000 ms)");
+    expect(inProgress.message).toContain("retry later with the same key (after 20000 ms)");
     // The last response stays readable.
     expect((await inProgress.response!.json()).type).toBe(PROBLEM_TYPES.inProgress);
     expect(clock.delays).toEqual([0]);

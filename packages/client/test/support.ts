@@ -70,20 +70,30 @@ export interface OrdersServer extends Running {
   started: Promise<void>;
   /** Resolves when the first order's response has ended (its record is completed by then). */
   finished: Promise<void>;
+  /** Resolves when the connection of the first order request has closed: its client left. */
+  clientLeft: Promise<void>;
 }
 
 /**
  * An Express orders API behind `@idempotency/express` on a MemoryStore, the engine and store on a frozen
- * clock. `gate`: the first order handler waits for it after its side effect. `failFirst`: the first order
- * answers 500 (the engine releases the key, so a retry runs again).
+ * clock unless `now` gives them one. `gate`: the first order handler waits for it after its side effect.
+ * `workMs`: the first order handler then works this long (a `setTimeout`, which fake timers can drive).
+ * `failFirst`: the first order answers 500 (the engine releases the key, so a retry runs again).
  */
 export async function ordersServer(
-  settings: { gate?: Promise<void>; failFirst?: boolean; engine?: Partial<IdempotencyOptions> } = {},
+  settings: {
+    gate?: Promise<void>;
+    workMs?: number;
+    failFirst?: boolean;
+    now?: () => number;
+    engine?: Partial<IdempotencyOptions>;
+  } = {},
 ): Promise<OrdersServer> {
-  const now = () => T0;
+  const now = settings.now ?? (() => T0);
   const keys: Array<string | undefined> = [];
   const started = deferred();
   const finished = deferred();
+  const clientLeft = deferred();
   let executions = 0;
   const app = express();
   app.use((req, _res, next) => {
@@ -95,8 +105,12 @@ export async function ordersServer(
     const id = ++executions;
     if (id === 1) {
       res.on("finish", () => finished.resolve());
+      req.socket.once("close", () => clientLeft.resolve());
       started.resolve();
       if (settings.gate) await settings.gate;
+      if (settings.workMs !== undefined) {
+        await new Promise((done) => setTimeout(done, settings.workMs));
+      }
       if (settings.failFirst) {
         res.status(500).json({ error: "the database went away" });
         return;
@@ -121,6 +135,39 @@ export async function ordersServer(
     keys,
     started: started.promise,
     finished: finished.promise,
+    clientLeft: clientLeft.promise,
+  };
+}
+
+/** Events as they happen, and a promise for the moment there are `count` of them. */
+export interface EventLog<T> {
+  events: T[];
+  /** Records an event (pass it as the callback). */
+  push(event: T): void;
+  /** Resolves once `count` events have been recorded. */
+  reached(count: number): Promise<void>;
+}
+
+export function eventLog<T>(): EventLog<T> {
+  const events: T[] = [];
+  const waiting: Array<{ count: number; resolve(): void }> = [];
+  const settle = () => {
+    for (const waiter of waiting.filter(({ count }) => events.length >= count)) {
+      waiting.splice(waiting.indexOf(waiter), 1);
+      waiter.resolve();
+    }
+  };
+  return {
+    events,
+    push: (event) => {
+      events.push(event);
+      settle();
+    },
+    reached: (count) =>
+      new Promise<void>((resolve) => {
+        waiting.push({ count, resolve });
+        settle();
+      }),
   };
 }
 

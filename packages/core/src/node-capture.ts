@@ -3,7 +3,14 @@ import type { Http2ServerResponse } from "node:http2";
 import { Readable } from "node:stream";
 import type { Execution } from "./engine.js";
 
-/** A Node response: HTTP/1 `ServerResponse`, or the HTTP/2 compatibility API's response. */
+/**
+ * A Node response: HTTP/1 `ServerResponse`, or the HTTP/2 compatibility API's response.
+ *
+ * @example
+ * ```ts
+ * const install = (res: NodeResponse, execution: Execution) => captureNodeResponse(res, execution);
+ * ```
+ */
 export type NodeResponse = ServerResponse | Http2ServerResponse;
 
 /**
