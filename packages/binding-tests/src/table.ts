@@ -1,4 +1,9 @@
-import { type IdempotencyEvent, type IdempotencyOptions, PROBLEM_TYPES } from "@idempotency/core";
+import {
+  createIdempotency,
+  type IdempotencyEvent,
+  type IdempotencyOptions,
+  PROBLEM_TYPES,
+} from "@idempotency/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
 import { type HttpRequestInit, type HttpResponse, httpRequest, openRequest } from "./client.js";
@@ -958,6 +963,88 @@ export function describeBindingBehaviour(
             const retry = await t.send("/orders", { key: "k-fp-small", json: ORDER });
             expectReplayOf(retry, small);
             expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "skip lets the requests it picks through unguarded: the handler runs each time, nothing is stored",
+          async () => {
+            const t = await start({ skip: (request) => request.headers.get("x-internal") === "yes" });
+            const internal = { key: "k-skip", json: ORDER, headers: { "x-internal": "yes" } };
+            expect((await t.send("/orders", internal)).text()).toBe('{"id":1,"item":"apple"}');
+            const again = await t.send("/orders", internal);
+            expect(again.text()).toBe('{"id":2,"item":"apple"}');
+            expect(again.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.store.totalCalls).toBe(0);
+            const guarded = await t.send("/orders", { key: "k-skip", json: ORDER });
+            expect(
+              (await t.send("/orders", { key: "k-skip", json: ORDER })).headers["idempotent-replayed"],
+            ).toBe("true");
+            expect(guarded.status).toBe(201);
+            expect(t.hooks.count("orders")).toBe(3);
+          },
+          timeout,
+        );
+
+        it(
+          "formatProblem shapes the problem answers in the app's envelope, with the contract's status and headers",
+          async () => {
+            const t = await start({
+              formatProblem: (problem) => ({
+                body: { error: { title: problem.title, status: problem.status } },
+                headers: { "x-envelope": "v2" },
+              }),
+            });
+            const first = await t.send("/orders", { key: "k-shape", json: ORDER });
+            expect(first.status).toBe(201);
+            const reused = await t.send("/orders", { key: "k-shape", json: '{"item":"pear"}' });
+            expect(reused.status).toBe(422);
+            expect(reused.headers["content-type"]).toMatch(/^application\/json/);
+            expect(reused.headers["x-envelope"]).toBe("v2");
+            expect(reused.json()).toEqual({ error: { title: "Idempotency key reused", status: 422 } });
+            const invalid = await t.send("/orders", { key: "", json: ORDER });
+            expect(invalid.status).toBe(400);
+            expect(invalid.json()).toEqual({ error: { title: "Invalid idempotency key", status: 400 } });
+            t.store.down = true;
+            const down = await t.send("/orders", { key: "k-shape-2", json: ORDER });
+            expect([down.status, down.headers["retry-after"], down.headers["x-envelope"]]).toEqual([
+              503,
+              "1",
+              "v2",
+            ]);
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "forget (on an engine made with the same options) deletes exactly the record the binding wrote",
+          async () => {
+            const t = await start();
+            const first = await t.send("/orders", { key: "k-forget", json: ORDER });
+            const otherTenant = await t.send("/orders", {
+              key: "k-forget",
+              json: ORDER,
+              headers: { "x-tenant": "b" },
+            });
+            const admin = createIdempotency({
+              store: t.store,
+              scope: (request) => request.headers.get("x-tenant") ?? "public",
+            });
+            expect(
+              await admin.forget("k-forget", { scope: "public", method: "POST", path: t.path("/orders") }),
+            ).toBe(true);
+            const rerun = await t.send("/orders", { key: "k-forget", json: ORDER });
+            expect(rerun.headers["idempotent-replayed"]).toBeUndefined();
+            expect(rerun.text()).not.toBe(first.text());
+            const kept = await t.send("/orders", {
+              key: "k-forget",
+              json: ORDER,
+              headers: { "x-tenant": "b" },
+            });
+            expectReplayOf(kept, otherTenant);
+            expect(t.hooks.count("orders")).toBe(3);
           },
           timeout,
         );

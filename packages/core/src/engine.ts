@@ -19,7 +19,13 @@ import { contentLength, normalizeHeaders, type ResponseHeadersInput, storableHea
 import { identityKey } from "./identity.js";
 import { parseIdempotencyKey } from "./key.js";
 import { type IdempotencyOptions, type ResolvedOptions, resolveOptions } from "./options.js";
-import { type PreparedResponse, problems } from "./problems.js";
+import {
+  type IdempotencyProblem,
+  type PreparedResponse,
+  problems,
+  renderProblem,
+  renderWith,
+} from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
 import type { BeginResult, IdempotencyStore, StoreCallOptions } from "./store.js";
 
@@ -130,6 +136,43 @@ export interface Idempotency {
    * ```
    */
   run<T>(key: string, fn: (context: RunContext) => T | Promise<T>, options?: RunOptions): Promise<Awaited<T>>;
+  /**
+   * Deletes the record of one identity, whatever its state, so that support staff can unblock a customer
+   * without knowing how identities are hashed. For an HTTP record give the key as the client sent it (the
+   * header's value), the `method` and the concrete `path` (no query string); for a `run()` record only the
+   * key. `scope` names the principal, as the engine's `scope` function would (`"global"` by default when the
+   * engine's scope is `"global"`). Resolves `true` when a live record was deleted.
+   *
+   * The risk is the point: the next request with this key runs the handler again, even if the first one
+   * completed (a second charge). Forget only what you know did not happen, or must happen again. A request
+   * still running when its record is forgotten loses its claim (`lease-lost`), and its result is not stored.
+   *
+   * @example
+   * ```ts
+   * // A customer's POST /orders with key "order-7" is stuck behind a crashed request under "conflict":
+   * await idempotency.forget("order-7", { scope: "tenant-42", method: "POST", path: "/orders" });
+   * await idempotency.forget(message.id, { scope: message.tenantId }); // a run() record
+   * ```
+   */
+  forget(key: string, target?: ForgetTarget): Promise<boolean>;
+}
+
+/**
+ * Which record `forget` deletes: the principal, and for an HTTP record its method and concrete path.
+ *
+ * @example
+ * ```ts
+ * const target: ForgetTarget = { scope: "tenant-42", method: "POST", path: "/orders" };
+ * await idempotency.forget("order-7", target);
+ * ```
+ */
+export interface ForgetTarget {
+  /** The principal, as the engine's `scope` function names it. Default `"global"` for a `"global"` engine. */
+  scope?: string;
+  /** The HTTP method of the record (any case); give it with `path`, or neither for a `run()` record. */
+  method?: string;
+  /** The concrete request path, without the query string, e.g. `"/orders"`. */
+  path?: string;
 }
 
 /** Reports an event to `onEvent`, given as a builder so that nothing is built when nobody listens. */
@@ -181,6 +224,15 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const store = guardStore(resolved.store, resolved.storeTimeoutMs);
   const fingerprintOf = createFingerprinter(resolved.fingerprint, resolved.maxRequestBytes);
   const headerName = resolved.header;
+  const { skip, formatProblem } = resolved;
+  /** A problem as the application wants it answered: `formatProblem`'s rendering, or problem+json. */
+  const present: (problem: IdempotencyProblem, request: IdempotencyRequest) => PreparedResponse =
+    formatProblem ? (problem, request) => renderWith(formatProblem, problem, request) : renderProblem;
+  const refuse = (problem: IdempotencyProblem, request: IdempotencyRequest): Decision => ({
+    action: "respond",
+    response: present(problem, request),
+    replayed: false,
+  });
   // User functions get a request whose body() is bounded by maxRequestBytes unless they pass a larger limit.
   const boundsUserBody = typeof resolved.scope === "function" || typeof resolved.fingerprint === "function";
 
@@ -277,12 +329,13 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     if (!resolved.methods.has(request.method) || (isObject(request.native) && claims.has(request.native))) {
       return PASS;
     }
+    if (skip !== undefined && (await skip(request)) === true) return PASS;
     const value = request.headers.get(headerName);
     if (value === null) {
-      return resolved.required ? respond(problems.missingKey(headerName)) : PASS;
+      return resolved.required ? refuse(problems.missingKey(headerName), request) : PASS;
     }
     const parsed = parseIdempotencyKey(value, resolved.maxKeyLength);
-    if (!parsed.ok) return respond(problems.invalidKey(headerName, parsed.reason));
+    if (!parsed.ok) return refuse(problems.invalidKey(headerName, parsed.reason), request);
 
     let scope: string;
     let fingerprint: string;
@@ -295,7 +348,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     } catch (error) {
       // By code, not class: a binding may load another build of this module (ESM and CJS copies differ).
       if ((error as { code?: unknown } | null)?.code !== TOO_LARGE) throw error;
-      return respond(problems.requestTooLarge(headerName, resolved.maxRequestBytes));
+      return refuse(problems.requestTooLarge(headerName, resolved.maxRequestBytes), request);
     }
     const key = identityKey(scope, request.method, request.path, parsed.key);
     const base = eventBase(key, request.method, request.path, startedAt);
@@ -305,17 +358,18 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
         if (isObject(request.native)) claims.set(request.native, outcome.execution);
         return { action: "execute", execution: outcome.execution };
       case "key-reused":
-        return respond(problems.keyReused(headerName));
+        return refuse(problems.keyReused(headerName), request);
       case "in-flight":
-        return respond(
+        return refuse(
           lockedForGood(outcome.leaseRemainingMs)
             ? problems.keyLocked(headerName)
             : problems.inProgress(headerName, retryHint(outcome.leaseRemainingMs)),
+          request,
         );
       case "unavailable":
-        return resolved.failOpen ? PASS : respond(problems.storeUnavailable());
+        return resolved.failOpen ? PASS : refuse(problems.storeUnavailable(), request);
       case "completed":
-        return replay(outcome.response, base, emit);
+        return replay(outcome.response, base, emit, (problem) => refuse(problem, request));
     }
   }
 
@@ -355,7 +409,64 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     return Math.max(1, Math.min(resolved.retryAfterMs, leaseRemainingMs));
   }
 
-  return { options: resolved, handle, run };
+  async function forget(key: string, target: ForgetTarget = {}): Promise<boolean> {
+    return store.delete(forgottenIdentity(key, target, resolved));
+  }
+
+  return { options: resolved, handle, run, forget };
+}
+
+const FORGET_OPTIONS = new Set(["scope", "method", "path"]);
+
+/** The hashed identity `forget` deletes, or a typed error naming what is wrong with its arguments. */
+function forgottenIdentity(key: unknown, target: ForgetTarget, resolved: ResolvedOptions): string {
+  if (typeof target !== "object" || target === null) {
+    throw new IdempotencyOptionsError("forget target", "expected an object { scope?, method?, path? }.");
+  }
+  for (const name of Object.keys(target)) {
+    if (!FORGET_OPTIONS.has(name)) {
+      throw new IdempotencyOptionsError(name, "unknown forget() option. Known: scope, method, path.");
+    }
+  }
+  const { scope, method, path } = target;
+  if (scope !== undefined && (typeof scope !== "string" || scope.length === 0)) {
+    throw new IdempotencyOptionsError("scope", "expected a non-empty string naming the principal.");
+  }
+  if (scope === undefined && resolved.scope !== "global") {
+    throw new IdempotencyOptionsError(
+      "scope",
+      "forget() needs { scope } naming the principal, because the engine's scope is a function of a request.",
+    );
+  }
+  if ((method === undefined) !== (path === undefined)) {
+    throw new IdempotencyOptionsError(
+      method === undefined ? "method" : "path",
+      "give both method and path for an HTTP record, or neither for a run() record.",
+    );
+  }
+  if (typeof key !== "string") {
+    throw new IdempotencyInvalidKeyError(`forget() needs the key as a string; got ${typeof key}.`);
+  }
+  if (method === undefined || path === undefined) {
+    if (key.length === 0 || key.length > resolved.maxKeyLength) {
+      throw new IdempotencyInvalidKeyError(
+        `forget() needs a run() key of 1 to ${resolved.maxKeyLength} characters; got ${key.length}.`,
+      );
+    }
+    return identityKey(scope ?? "global", RUN_METHOD, RUN_PATH, key);
+  }
+  if (typeof method !== "string" || method.length === 0) {
+    throw new IdempotencyOptionsError("method", 'expected an HTTP method such as "POST".');
+  }
+  if (typeof path !== "string" || !path.startsWith("/") || path.includes("?")) {
+    throw new IdempotencyOptionsError(
+      "path",
+      `expected the concrete request path without the query string, such as "/orders/42"; got ${JSON.stringify(path)}.`,
+    );
+  }
+  const parsed = parseIdempotencyKey(key, resolved.maxKeyLength);
+  if (!parsed.ok) throw new IdempotencyInvalidKeyError(`forget() got an invalid key: ${parsed.reason}.`);
+  return identityKey(scope ?? "global", method.toUpperCase(), path, parsed.key);
 }
 
 /**
@@ -552,10 +663,6 @@ export function executionSignal(native: unknown): AbortSignal | undefined {
   return isObject(native) ? claims.get(native)?.signal : undefined;
 }
 
-function respond(response: PreparedResponse): Decision {
-  return { action: "respond", response, replayed: false };
-}
-
 /** The decoded record, `null` when it was completed without a response, `undefined` when unreadable. */
 function decodeStored(
   bytes: Uint8Array | null,
@@ -570,14 +677,19 @@ function decodeStored(
   }
 }
 
-function replay(bytes: Uint8Array | null, base: () => IdempotencyEventBase, emit: Emit): Decision {
+function replay(
+  bytes: Uint8Array | null,
+  base: () => IdempotencyEventBase,
+  emit: Emit,
+  refuse: (problem: IdempotencyProblem) => Decision,
+): Decision {
   const stored = decodeStored(bytes, base, emit);
-  if (stored === undefined) return respond(problems.storeUnavailable());
+  if (stored === undefined) return refuse(problems.storeUnavailable());
   if (stored === null || stored.body === null) {
     const location =
       stored?.headers.filter(([name]) => name === "location" || name === "content-location") ?? [];
     emit(() => ({ ...base(), type: "replayed", status: 410 }));
-    return respond(problems.responseNotStored(location));
+    return refuse(problems.responseNotStored(location));
   }
   emit(() => ({ ...base(), type: "replayed", status: stored.status }));
   const headers: Array<[string, string]> = [...stored.headers, ["idempotent-replayed", "true"]];

@@ -6,6 +6,7 @@ export {
   declareNotStarted,
   type Execution,
   executionSignal,
+  type ForgetTarget,
   type Idempotency,
   type RunContext,
   type RunOptions,
@@ -34,7 +35,13 @@ export {
   type IdempotencyOptions,
   type ResolvedOptions,
 } from "./options.js";
-export { PROBLEM_TYPES, type PreparedResponse, type ProblemType } from "./problems.js";
+export {
+  type IdempotencyProblem,
+  PROBLEM_TYPES,
+  type PreparedResponse,
+  type ProblemRendering,
+  type ProblemType,
+} from "./problems.js";
 export type { IdempotencyRequest } from "./request.js";
 export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";
 export { splitRequestTarget } from "./target.js";

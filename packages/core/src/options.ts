@@ -2,6 +2,7 @@ import { IdempotencyOptionsError } from "./errors.js";
 import type { IdempotencyEvent } from "./events.js";
 import type { FingerprintOption } from "./fingerprint.js";
 import { DEFAULT_UNREPLAYED_HEADERS, NEVER_STORED_HEADERS } from "./headers.js";
+import type { IdempotencyProblem, ProblemRendering } from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
 import type { IdempotencyStore } from "./store.js";
 
@@ -32,6 +33,19 @@ export interface IdempotencyOptions {
   methods?: readonly string[];
   /** `true`: a protected request without a key gets 400. Default `false` (it passes through unprotected). */
   required?: boolean;
+  /**
+   * Lets a request through unguarded when it returns `true` (health checks, internal callers): no key is
+   * read, nothing is stored, the handler runs. Checked after `methods`, before anything else.
+   */
+  skip?: (request: IdempotencyRequest) => boolean | Promise<boolean>;
+  /**
+   * Shapes the engine's problem answers (400, 409, 410, 413, 422, 503) in the application's own error
+   * envelope: receives the problem (type, status, title, detail, the headers the contract requires) and the
+   * request, and returns a body, content type and extra headers. The status and the contract's headers
+   * (`Retry-After`, `Location`) stay. Returning `undefined` (or throwing) keeps the default
+   * `application/problem+json`.
+   */
+  formatProblem?: (problem: IdempotencyProblem, request: IdempotencyRequest) => ProblemRendering | undefined;
   /** Longest accepted key, after unquoting. Default `255`. */
   maxKeyLength?: number;
   /** What makes a retry "the same request". Default: method, path, query and body. */
@@ -116,6 +130,10 @@ export interface ResolvedOptions {
   header: string;
   methods: ReadonlySet<string>;
   required: boolean;
+  skip: ((request: IdempotencyRequest) => boolean | Promise<boolean>) | undefined;
+  formatProblem:
+    | ((problem: IdempotencyProblem, request: IdempotencyRequest) => ProblemRendering | undefined)
+    | undefined;
   maxKeyLength: number;
   fingerprint: FingerprintOption | undefined;
   ttlMs: number;
@@ -157,6 +175,8 @@ const KNOWN_OPTIONS = new Set<string>([
   "header",
   "methods",
   "required",
+  "skip",
+  "formatProblem",
   "maxKeyLength",
   "fingerprint",
   "ttlMs",
@@ -418,6 +438,8 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     header,
     methods: new Set(methods.map((method) => method.toUpperCase())),
     required: options.required ?? false,
+    skip: optionalFunction("skip", options.skip),
+    formatProblem: optionalFunction("formatProblem", options.formatProblem),
     maxKeyLength,
     fingerprint: options.fingerprint,
     ttlMs,

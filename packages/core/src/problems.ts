@@ -1,3 +1,5 @@
+import type { IdempotencyRequest } from "./request.js";
+
 /**
  * The problem types of RFC 9457 responses the middleware sends. Each case has its own stable `type` URI,
  * so clients can tell "send a key" from "wait and retry" from "you reused a key" without parsing text.
@@ -61,33 +63,129 @@ export interface PreparedResponse {
   body: Uint8Array;
 }
 
+/**
+ * One problem the engine answers with, before it is rendered: what `formatProblem` receives. `headers` are the
+ * ones the contract requires (`Retry-After` on 409 in progress and 503, the original `Location` on 410); they
+ * are sent whatever the rendering.
+ *
+ * @example
+ * ```ts
+ * const problem: IdempotencyProblem = {
+ *   type: PROBLEM_TYPES.inProgress,
+ *   status: 409,
+ *   title: "Request in progress",
+ *   detail: "A request with this Idempotency-Key is still being processed. Retry after 1 s to get its result.",
+ *   headers: [["retry-after", "1"]],
+ * };
+ * ```
+ */
+export interface IdempotencyProblem {
+  type: ProblemType;
+  status: number;
+  title: string;
+  detail: string;
+  headers: ReadonlyArray<[name: string, value: string]>;
+}
+
+/**
+ * What a `formatProblem` hook returns to shape a problem answer: its own body (a string, bytes, or a value
+ * sent as JSON), its content type, and extra headers. The status and the contract's headers stay.
+ *
+ * @example
+ * ```ts
+ * const shaped: ProblemRendering = {
+ *   body: { error: { code: "IDEMPOTENCY_IN_PROGRESS", message: problem.detail } },
+ *   headers: { "x-request-id": requestId },
+ * };
+ * ```
+ */
+export interface ProblemRendering {
+  /** A string or bytes are sent as they are; anything else as JSON. */
+  body: unknown;
+  /** Default: `application/json` for a JSON value, `text/plain; charset=utf-8` for a string, else none. */
+  contentType?: string;
+  headers?: Readonly<Record<string, string>>;
+}
+
 const encoder = new TextEncoder();
 
-/** An `application/problem+json` response; `extraHeaders` carry e.g. `retry-after`. */
-export function problemResponse(
+/** Renders a problem as RFC 9457 `application/problem+json`, the default. */
+export function renderProblem(problem: IdempotencyProblem): PreparedResponse {
+  const { type, title, status, detail } = problem;
+  return withBody(
+    status,
+    [["content-type", "application/problem+json"], ["cache-control", "no-store"], ...problem.headers],
+    encoder.encode(JSON.stringify({ type, title, status, detail })),
+  );
+}
+
+/**
+ * Renders a problem through an application's `formatProblem` hook: its body, content type and headers, with
+ * the contract's status and headers kept. A hook that throws, returns nothing or returns something unusable
+ * gets the default rendering, so a bug in it never turns a 409 into a 500.
+ */
+export function renderWith(
+  format: (problem: IdempotencyProblem, request: IdempotencyRequest) => ProblemRendering | undefined,
+  problem: IdempotencyProblem,
+  request: IdempotencyRequest,
+): PreparedResponse {
+  let rendering: ProblemRendering | undefined;
+  try {
+    rendering = format(problem, request);
+  } catch {
+    rendering = undefined;
+  }
+  if (rendering === undefined || rendering === null || typeof rendering !== "object")
+    return renderProblem(problem);
+  const { body, contentType, headers = {} } = rendering;
+  let bytes: Uint8Array;
+  let type = contentType;
+  if (body instanceof Uint8Array) bytes = body;
+  else if (typeof body === "string") {
+    bytes = encoder.encode(body);
+    type ??= "text/plain; charset=utf-8";
+  } else {
+    const json = JSON.stringify(body);
+    if (json === undefined) return renderProblem(problem);
+    bytes = encoder.encode(json);
+    type ??= "application/json";
+  }
+  const fixed = new Set(problem.headers.map(([name]) => name));
+  const out: Array<[string, string]> = [["cache-control", "no-store"]];
+  if (type !== undefined) out.push(["content-type", type]);
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    if (
+      !fixed.has(lower) &&
+      lower !== "content-length" &&
+      lower !== "content-type" &&
+      typeof value === "string"
+    ) {
+      out.push([lower, value]);
+    }
+  }
+  return withBody(problem.status, [...out, ...problem.headers], bytes);
+}
+
+function withBody(status: number, headers: Array<[string, string]>, body: Uint8Array): PreparedResponse {
+  headers.push(["content-length", String(body.length)]);
+  return { status, headers, body };
+}
+
+function problem(
   type: ProblemType,
   status: number,
   title: string,
   detail: string,
-  extraHeaders: Array<[string, string]> = [],
-): PreparedResponse {
-  const body = encoder.encode(JSON.stringify({ type, title, status, detail }));
-  return {
-    status,
-    headers: [
-      ["content-type", "application/problem+json"],
-      ["cache-control", "no-store"],
-      ...extraHeaders,
-      ["content-length", String(body.length)],
-    ],
-    body,
-  };
+  headers: Array<[string, string]> = [],
+): IdempotencyProblem {
+  return { type, status, title, detail, headers };
 }
 
-/** The engine's problem responses, one builder per case; `header` is the configured key header name. */
+/** The engine's problems, one builder per case; `header` is the configured key header name. */
 export const problems = {
   missingKey: (header: string) =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.missingKey,
       400,
       "Idempotency key missing",
@@ -95,14 +193,9 @@ export const problems = {
         "you retry the same request.",
     ),
   invalidKey: (header: string, reason: string) =>
-    problemResponse(
-      PROBLEM_TYPES.invalidKey,
-      400,
-      "Invalid idempotency key",
-      `Invalid ${header} header: ${reason}.`,
-    ),
+    problem(PROBLEM_TYPES.invalidKey, 400, "Invalid idempotency key", `Invalid ${header} header: ${reason}.`),
   keyReused: (header: string) =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.keyReused,
       422,
       "Idempotency key reused",
@@ -112,7 +205,7 @@ export const problems = {
   /** `retryAfterMs`: when the duplicate should try again (the hint, capped by the lease left). */
   inProgress: (header: string, retryAfterMs: number) => {
     const retryAfter = Math.max(1, Math.ceil(retryAfterMs / 1000));
-    return problemResponse(
+    return problem(
       PROBLEM_TYPES.inProgress,
       409,
       "Request in progress",
@@ -121,7 +214,7 @@ export const problems = {
     );
   },
   keyLocked: (header: string) =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.keyLocked,
       409,
       "Idempotency key locked",
@@ -129,7 +222,7 @@ export const problems = {
         "twice; the key stays locked until its record expires. Do not retry it; use a new key for a new attempt.",
     ),
   responseNotStored: (location: Array<[string, string]>) =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.responseNotStored,
       410,
       "Response not stored",
@@ -138,7 +231,7 @@ export const problems = {
       location,
     ),
   requestTooLarge: (header: string, limit: number) =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.requestTooLarge,
       413,
       "Request too large",
@@ -146,7 +239,7 @@ export const problems = {
         "Send a smaller body, or ask the service to raise its limit.",
     ),
   storeUnavailable: () =>
-    problemResponse(
+    problem(
       PROBLEM_TYPES.storeUnavailable,
       503,
       "Idempotency store unavailable",
