@@ -1,4 +1,4 @@
-import type { IdempotencyStoreError } from "./errors.js";
+import { type IdempotencyStoreError, toStoreError } from "./errors.js";
 
 /**
  * Fields every event carries.
@@ -75,3 +75,15 @@ export type IdempotencyEvent = IdempotencyEventBase &
  * ```
  */
 export type IdempotencyEventType = IdempotencyEvent["type"];
+
+/** Reports an event to `onEvent`, given as a builder so that nothing is built when nobody listens. */
+export type Emit = (event: () => IdempotencyEvent) => void;
+
+/** A `store-error` event for a failed store call, its error wrapped as an `IdempotencyStoreError`. */
+export function storeErrorEvent(
+  base: IdempotencyEventBase,
+  operation: "begin" | "complete" | "extend" | "release",
+  error: unknown,
+): IdempotencyEvent {
+  return { ...base, type: "store-error", operation, error: toStoreError(operation, error) };
+}

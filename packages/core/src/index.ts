@@ -1,16 +1,7 @@
 export { canonicalJson } from "./canonical-json.js";
+export { declareNotStarted, executionSignal } from "./claims.js";
 export { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
-export {
-  createIdempotency,
-  type Decision,
-  declareNotStarted,
-  type Execution,
-  executionSignal,
-  type ForgetTarget,
-  type Idempotency,
-  type RunContext,
-  type RunOptions,
-} from "./engine.js";
+export { createIdempotency, type Decision, type Idempotency } from "./engine.js";
 export {
   IdempotencyAbortError,
   IdempotencyBodyConsumedError,
@@ -25,7 +16,9 @@ export {
   IdempotencyStoreError,
 } from "./errors.js";
 export type { IdempotencyEvent, IdempotencyEventBase, IdempotencyEventType } from "./events.js";
+export type { Execution } from "./execution.js";
 export { FINGERPRINT_ALGORITHM, type FingerprintOption } from "./fingerprint.js";
+export type { ForgetTarget } from "./forget.js";
 export { DEFAULT_UNREPLAYED_HEADERS, type ResponseHeadersInput } from "./headers.js";
 export { type KeyParseResult, parseIdempotencyKey } from "./key.js";
 export { MemoryStore, type MemoryStoreOptions } from "./memory-store.js";
@@ -42,6 +35,8 @@ export {
   type ProblemRendering,
   type ProblemType,
 } from "./problems.js";
+export { isBodylessStatus } from "./replay.js";
 export type { IdempotencyRequest } from "./request.js";
+export type { RunContext, RunOptions } from "./run.js";
 export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";
 export { splitRequestTarget } from "./target.js";

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
 import { Readable } from "node:stream";
-import type { Execution } from "./engine.js";
+import type { Execution } from "./execution.js";
 
 /**
  * A Node response: HTTP/1 `ServerResponse`, or the HTTP/2 compatibility API's response.

@@ -1,4 +1,4 @@
-import type { Execution } from "@idempotency/core";
+import { type Execution, isBodylessStatus } from "@idempotency/core";
 
 const encoder = new TextEncoder();
 const WOULD_BLOCK = Symbol("would block");
@@ -78,7 +78,7 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array {
 }
 
 function canDeclareLength(status: number, headers: Headers): boolean {
-  if (status < 200 || status === 204 || status === 304) return false;
+  if (isBodylessStatus(status)) return false;
   return !headers.has("content-length") && !headers.has("transfer-encoding");
 }
 
