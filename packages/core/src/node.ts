@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import type { IncomingMessage } from "node:http";
-import { finished } from "node:stream";
+import { finished, Readable, type ReadableOptions } from "node:stream";
 import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
@@ -84,6 +84,105 @@ export function readNodeBody(req: IncomingMessage, maxBytes = Number.POSITIVE_IN
     req.resume();
     const cleanup = finished(req, { writable: false }, settle);
   });
+}
+
+/**
+ * The request body, with `req` left readable for whoever reads it next (`express.json()`, a Koa body parser,
+ * the handler): the body is read once, however many read it. Rejects like {@link readNodeBody}.
+ *
+ * A small body with a `Content-Length` (below the stream's high-water mark, the common case) is observed as
+ * Node's HTTP parser hands it to the stream, without consuming it: the stream keeps it buffered, untouched,
+ * for the next reader. Anything else (chunked, large, already flowing, or partly read) is read to its end
+ * with {@link readNodeBody}, and the stream is then given a fresh readable state holding the same bytes.
+ * Listeners attached so far are kept.
+ *
+ * @example
+ * ```ts
+ * import { peekNodeBody } from "@idempotency/core/node";
+ *
+ * const bytes = await peekNodeBody(req, 1_048_576);
+ * // req still yields the same bytes: express.json() after this middleware parses them as usual
+ * ```
+ */
+export function peekNodeBody(req: IncomingMessage, maxBytes = Number.POSITIVE_INFINITY): Promise<Buffer> {
+  if (observable(req, maxBytes)) return observeNodeBody(req);
+  return readNodeBody(req, maxBytes).then((bytes) => {
+    rearm(req, bytes);
+    return bytes;
+  });
+}
+
+/**
+ * Whether the body can be watched arriving instead of read: a plain `Content-Length` within `maxBytes` and
+ * below the high-water mark (so the stream buffers all of it without pausing the socket), on a stream that
+ * nobody has started reading, paused or watched, and that has received nothing yet.
+ */
+function observable(req: IncomingMessage, maxBytes: number): boolean {
+  const declared = req.headers["content-length"];
+  if (declared === undefined || req.headers["transfer-encoding"] !== undefined) return false;
+  if (!/^\d{1,9}$/.test(declared)) return false;
+  const length = Number(declared);
+  if (length === 0 || length > maxBytes || length >= req.readableHighWaterMark) return false;
+  if (req.complete || req.readableDidRead || req.readableLength > 0 || req.readableFlowing !== null)
+    return false;
+  if (req.destroyed || req.push !== Readable.prototype.push) return false;
+  return true;
+}
+
+/**
+ * Collects the chunks Node's HTTP parser pushes into `req` (it calls `req.push(chunk)`, then `req.push(null)`
+ * at the end of the message), passing each on unchanged, so the stream's own buffer keeps them for the next
+ * reader. A request that ends early (the client left) rejects, as reading it would.
+ */
+function observeNodeBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const push = req.push;
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const stop = () => {
+      req.push = push;
+      req.off("close", onClose);
+      req.off("error", onClose);
+    };
+    const onClose = () => {
+      stop();
+      const error = Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+      reject(error);
+    };
+    req.push = function observe(chunk: unknown, encoding?: BufferEncoding) {
+      if (chunk === null) {
+        stop();
+        resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received));
+      } else if (Buffer.isBuffer(chunk)) {
+        chunks.push(chunk);
+        received += chunk.length;
+      } else {
+        // Not what the HTTP parser pushes: stop watching, and read the rest the ordinary way.
+        stop();
+        const result = push.call(req, chunk, encoding);
+        readNodeBody(req).then((rest) => {
+          const bytes = Buffer.concat([...chunks, rest]);
+          rearm(req, bytes);
+          resolve(bytes);
+        }, reject);
+        return result;
+      }
+      return push.call(req, chunk, encoding);
+    } as typeof req.push;
+    req.once("close", onClose);
+    req.once("error", onClose);
+  });
+}
+
+/**
+ * Gives a fully read request a fresh readable state holding `bytes`, so later body parsers and handlers see
+ * the body as if nobody had read it. Listeners attached so far are kept.
+ */
+function rearm(req: IncomingMessage, bytes: Uint8Array): void {
+  const initReadable = Readable as unknown as (this: IncomingMessage, options: ReadableOptions) => void;
+  initReadable.call(req, { read() {} });
+  if (bytes.length > 0) req.push(bytes);
+  req.push(null);
 }
 
 /**

@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { IdempotencyRequestTooLargeError } from "../src/index.js";
-import { drainAfterClose, nodeHeaders, readNodeBody, splitRequestTarget } from "../src/node.js";
+import { drainAfterClose, nodeHeaders, peekNodeBody, readNodeBody, splitRequestTarget } from "../src/node.js";
 
 describe("nodeHeaders", () => {
   it("looks names up case-insensitively and joins repeated fields like WHATWG Headers", () => {
@@ -85,6 +85,139 @@ describe("readNodeBody", () => {
   it("accepts a body of exactly maxBytes", async () => {
     const body = await withRequest(["1234", "5678"], (req) => readNodeBody(req, 8));
     expect(body.toString()).toBe("12345678");
+  });
+});
+
+describe("peekNodeBody", () => {
+  let server: ReturnType<typeof createServer> | undefined;
+  afterEach(() => {
+    server?.close();
+  });
+
+  interface Seen {
+    peeked: string;
+    /** What a later reader (a body parser) got from the stream. */
+    after: string;
+    /** Whether the source was watched (no read, no rearm) rather than read and rearmed. */
+    watched: boolean;
+  }
+
+  /**
+   * A real server whose handler peeks at the body (`before` runs first, e.g. to pause the request), then
+   * reads the stream to its end as a body parser would. `send` writes the request.
+   */
+  async function peek(
+    send: (client: ReturnType<typeof request>) => void,
+    headers: Record<string, string | number>,
+    before: (req: IncomingMessage) => void = () => {},
+  ): Promise<Seen> {
+    let result: Promise<Seen> | undefined;
+    server = createServer((req, res) => {
+      before(req);
+      result = (async () => {
+        const pending = peekNodeBody(req, 1 << 20);
+        const watched = req.push !== Readable.prototype.push;
+        const peeked = (await pending).toString();
+        let after = "";
+        for await (const chunk of req) after += chunk;
+        return { peeked, after, watched };
+      })();
+      result.finally(() => res.end("done")).catch(() => {});
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    const client = request({ port, method: "POST", path: "/", headers });
+    send(client);
+    const [response] = (await once(client, "response")) as [IncomingMessage];
+    response.resume();
+    await once(response, "end");
+    return result as Promise<Seen>;
+  }
+
+  it("watches a small body with a Content-Length arrive, leaving the stream unread for the next reader", async () => {
+    const body = JSON.stringify({ item: "apple", pad: "x".repeat(2000) });
+    const seen = await peek((client) => client.end(body), { "content-length": Buffer.byteLength(body) });
+    expect(seen).toEqual({ peeked: body, after: body, watched: true });
+  });
+
+  it("watches a body that arrives in several packets", async () => {
+    const seen = await peek(
+      (client) => {
+        client.write("hello ");
+        setTimeout(() => client.end("world"), 20);
+      },
+      { "content-length": 11 },
+    );
+    expect(seen).toEqual({ peeked: "hello world", after: "hello world", watched: true });
+  });
+
+  it("reads and rearms a chunked body", async () => {
+    const seen = await peek(
+      (client) => {
+        client.write("hello ");
+        client.end("world");
+      },
+      { "transfer-encoding": "chunked" },
+    );
+    expect(seen).toEqual({ peeked: "hello world", after: "hello world", watched: false });
+  });
+
+  it("reads and rearms a body at or above the stream's high-water mark", async () => {
+    const body = "y".repeat(64 * 1024);
+    const seen = await peek((client) => client.end(body), { "content-length": body.length });
+    expect(seen).toEqual({ peeked: body, after: body, watched: false });
+  });
+
+  it("reads and rearms a request an earlier middleware paused", async () => {
+    const seen = await peek(
+      (client) => client.end("paused body"),
+      { "content-length": 11 },
+      (req) => req.pause(),
+    );
+    expect(seen).toEqual({ peeked: "paused body", after: "paused body", watched: false });
+  });
+
+  it("refuses a declared length above maxBytes before reading anything", async () => {
+    let error: unknown;
+    server = createServer((req, res) => {
+      peekNodeBody(req, 4).then(
+        () => res.end("read"),
+        (caught: unknown) => {
+          error = caught;
+          res.end("refused");
+        },
+      );
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    const client = request({ port, method: "POST", path: "/", headers: { "content-length": 10 } });
+    client.end("0123456789");
+    const [response] = (await once(client, "response")) as [IncomingMessage];
+    response.resume();
+    await once(response, "end");
+    expect(error).toBeInstanceOf(IdempotencyRequestTooLargeError);
+  });
+
+  it("rejects when the client leaves before the whole body arrived, and stops watching", async () => {
+    let settled: Promise<unknown> | undefined;
+    let req: IncomingMessage | undefined;
+    server = createServer((incoming) => {
+      req = incoming;
+      settled = peekNodeBody(incoming, 1 << 20).catch((caught: unknown) => caught);
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    const client = request({ port, method: "POST", path: "/", headers: { "content-length": 100 } });
+    client.on("error", () => {});
+    client.write("only part");
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    client.destroy();
+    const error = await (settled as Promise<unknown>);
+    expect(error).toMatchObject({ code: "ERR_STREAM_PREMATURE_CLOSE" });
+    expect((req as IncomingMessage).push).toBe(Readable.prototype.push);
   });
 });
 

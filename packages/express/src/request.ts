@@ -1,7 +1,6 @@
 import type { IncomingMessage } from "node:http";
-import { Readable, type ReadableOptions } from "node:stream";
 import { IdempotencyBodyConsumedError, type IdempotencyRequest } from "@idempotency/core";
-import { declaresBody, nodeHeaders, readNodeBody, splitRequestTarget } from "@idempotency/core/node";
+import { declaresBody, nodeHeaders, peekNodeBody, splitRequestTarget } from "@idempotency/core/node";
 
 /** The Express request fields this binding reads; plain Node requests work too. */
 export interface ExpressRequestLike extends IncomingMessage {
@@ -38,9 +37,7 @@ export function neutralRequest(req: ExpressRequestLike): IdempotencyRequest {
 async function requestBody(req: ExpressRequestLike, maxBytes?: number): Promise<Uint8Array> {
   if (isBytes(req.rawBody)) return req.rawBody;
   if (!req.readableDidRead && !req.readableEnded && !req.destroyed) {
-    const bytes = await readNodeBody(req, maxBytes);
-    rearm(req, bytes);
-    return bytes;
+    return peekNodeBody(req, maxBytes);
   }
   const body = req.body;
   if (isBytes(body)) return body;
@@ -55,15 +52,4 @@ async function requestBody(req: ExpressRequestLike, maxBytes?: number): Promise<
 
 function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
-}
-
-/**
- * Gives a fully read request a fresh readable state holding `bytes`, so `express.json()` and friends, or a
- * handler reading `req` itself, see the body as if nobody had read it. Listeners attached so far are kept.
- */
-function rearm(req: IncomingMessage, bytes: Uint8Array): void {
-  const initReadable = Readable as unknown as (this: IncomingMessage, options: ReadableOptions) => void;
-  initReadable.call(req, { read() {} });
-  if (bytes.length > 0) req.push(bytes);
-  req.push(null);
 }

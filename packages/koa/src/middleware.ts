@@ -41,10 +41,9 @@ import { type AnyContext, translateRequest } from "./request.js";
 export function idempotency(options: IdempotencyOptions): Middleware {
   const engine = createIdempotency(options);
   return async function idempotencyMiddleware(ctx: AnyContext, next: Next): Promise<void> {
-    const { request, handOn } = translateRequest(ctx);
+    const request = translateRequest(ctx);
     const decision = await engine.handle(request);
     if (decision.action === "pass") {
-      handOn();
       await next();
       return;
     }
@@ -53,7 +52,6 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       return;
     }
     captureResponse(ctx, decision.execution);
-    handOn();
     await next();
   } as Middleware;
 }
