@@ -29,11 +29,12 @@ export function freshSqlitePath(dir: string): string {
   return join(dir, `bench-${sqliteFiles}.db`);
 }
 
-export async function startServer(config: ServerConfig): Promise<RunningServer> {
+/** Starts one server; `nodeOptions` go to its Node.js process (for example `--cpu-prof`). */
+export async function startServer(config: ServerConfig, nodeOptions: string[] = []): Promise<RunningServer> {
   // tsx's loader only: the tsx CLI's preflight (in this process's execArgv) would relay the child's SIGTERM
   // to the CLI, which then ends this process too.
   const child = fork(SERVER_ENTRIES[frameworkOf(config.library)], [], {
-    execArgv: ["--import", import.meta.resolve("tsx")],
+    execArgv: [...nodeOptions, "--import", import.meta.resolve("tsx")],
     env: { ...process.env, BENCH_SERVER: JSON.stringify(config), NODE_ENV: "production" },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });

@@ -84,6 +84,8 @@ export function targetName(target: Target): string {
 /** The path every scenario posts to, and the one the server reports its handler executions on. */
 export const ORDERS_PATH = "/orders";
 export const EXECUTIONS_PATH = "/__bench/executions";
+/** The server process's CPU time so far (`process.cpuUsage()`, user + system, in microseconds). */
+export const CPU_PATH = "/__bench/cpu";
 
 /**
  * A request header that makes the handler wait this many milliseconds before answering, so that concurrent

@@ -8,7 +8,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { MemoryStore } from "@idempotency/core";
 import { idempotency } from "@idempotency/fastify";
 import Fastify from "fastify";
-import { EXECUTIONS_PATH, HANDLER_DELAY_HEADER, ORDERS_PATH, type ServerConfig } from "./config.js";
+import { CPU_PATH, EXECUTIONS_PATH, HANDLER_DELAY_HEADER, ORDERS_PATH, type ServerConfig } from "./config.js";
 import { createOrder } from "./order.js";
 
 const config = JSON.parse(process.env.BENCH_SERVER ?? "null") as ServerConfig | null;
@@ -30,6 +30,10 @@ if (config.library === "ours-fastify") {
 }
 
 app.get(EXECUTIONS_PATH, async () => ({ executions }));
+app.get(CPU_PATH, async () => {
+  const { user, system } = process.cpuUsage();
+  return { micros: user + system };
+});
 app.post(ORDERS_PATH, { config: { idempotency: true } }, async (request, reply) => {
   executions += 1;
   const sequence = executions;

@@ -16,6 +16,7 @@ import express, { type ErrorRequestHandler, type Request, type RequestHandler, t
 import { idempotency as expressIdempotency, getSharedIdempotencyService } from "express-idempotency";
 import { Redis } from "ioredis";
 import {
+  CPU_PATH,
   EXECUTIONS_PATH,
   HANDLER_DELAY_HEADER,
   ORDERS_PATH,
@@ -54,7 +55,9 @@ async function routeHandlers(cfg: ServerConfig): Promise<RequestHandler[]> {
       return [json, createOrderHandler];
     case "ours": {
       // Our README: the middleware goes before the body parser, so it fingerprints the exact bytes.
-      return [ours({ store: await oursStore(cfg), scope: "global" }), json, createOrderHandler];
+      // BENCH_OURS_OPTIONS (JSON) adds options, for profiling a variant (`pnpm profile`); the report never sets it.
+      const extra = JSON.parse(process.env.BENCH_OURS_OPTIONS ?? "{}") as Record<string, unknown>;
+      return [ours({ store: await oursStore(cfg), scope: "global", ...extra }), json, createOrderHandler];
     }
     case "express-idempotency": {
       if (cfg.store !== "memory") throw new Error("express-idempotency ships only an in-memory adapter");
@@ -116,6 +119,10 @@ const errorHandler: ErrorRequestHandler = (error, _req, res, next) => {
 const app = express();
 app.get(EXECUTIONS_PATH, (_req, res) => {
   res.json({ executions });
+});
+app.get(CPU_PATH, (_req, res) => {
+  const { user, system } = process.cpuUsage();
+  res.json({ micros: user + system });
 });
 app.post(ORDERS_PATH, ...(await routeHandlers(config)));
 app.use(errorHandler);
