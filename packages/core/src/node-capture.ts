@@ -77,149 +77,206 @@ export function captureNodeResponse(
   execution: Execution,
   pipedBefore?: unknown,
 ): NodeCapture {
-  const original = {
-    writeHead: res.writeHead as Loose,
-    write: res.write as Loose,
-    end: res.end as Loose,
-    flushHeaders: (res as ServerResponse).flushHeaders as Loose | undefined,
-  };
+  const capture = new Capture(res, execution, pipedBefore instanceof Readable ? pipedBefore : undefined);
+  const target = res as unknown as Record<PropertyKey, unknown>;
+  target[CAPTURE] = capture;
+  // The same functions on every response (they find their capture on `this`), so installing a capture
+  // allocates no closures and every response keeps one shape.
+  target.writeHead = captureWriteHead;
+  if (capture.originalFlushHeaders) target.flushHeaders = captureFlushHeaders;
+  target.write = captureWrite;
+  target.end = captureEnd;
+  res.on("pipe", onPipe);
+  res.once("close", onClose);
+  return capture;
+}
+
+/** Where a response's capture is kept, for the functions installed on it. */
+const CAPTURE = Symbol("@idempotency/core:node-capture");
+
+function captureOf(res: unknown): Capture {
+  return (res as Record<PropertyKey, Capture>)[CAPTURE] as Capture;
+}
+
+/** One response's capture state; the response's own methods are the `captureX` functions below. */
+class Capture implements NodeCapture {
+  readonly res: NodeResponse;
+  readonly execution: Execution;
+  readonly originalWriteHead: Loose;
+  readonly originalWrite: Loose;
+  readonly originalEnd: Loose;
+  readonly originalFlushHeaders: Loose | undefined;
   /** Bytes (or the end) went out: the head is Node's from now on. */
-  let released = false;
+  released = false;
   /** `end` was called, or a piped stream is being drained into the record: no more writes. */
-  let ending = false;
+  ending = false;
   /** The engine's part is over without an end: everything passes through untouched. */
-  let abandoned = false;
+  abandoned = false;
   /** The final bytes are being sent: Node's own calls pass through (HTTP/2's `end` calls `this.write`). */
-  let sending = false;
-  let clientGone = false;
-  let piped = pipedBefore instanceof Readable ? pipedBefore : undefined;
+  sending = false;
+  clientGone = false;
+  piped: Readable | undefined;
   /** The head last reported to the engine, while it may still change. */
-  let reportedHead: string | undefined;
+  reportedStatus = 0;
+  reportedHeaders: OutgoingHttpHeaders | undefined;
 
-  const passThrough = () => abandoned || sending;
+  constructor(res: NodeResponse, execution: Execution, piped: Readable | undefined) {
+    this.res = res;
+    this.execution = execution;
+    this.originalWriteHead = res.writeHead as Loose;
+    this.originalWrite = res.write as Loose;
+    this.originalEnd = res.end as Loose;
+    this.originalFlushHeaders = (res as ServerResponse).flushHeaders as Loose | undefined;
+    this.piped = piped;
+  }
 
-  // Reports the head before the engine sees bytes, and again when it changed before any byte went out.
-  function syncHead(): void {
-    if (released) return;
+  get responding(): boolean {
+    return this.reportedHeaders !== undefined || this.piped !== undefined;
+  }
+
+  get open(): boolean {
+    return !this.ending && !this.abandoned;
+  }
+
+  abandon(): void {
+    if (this.ending || this.abandoned) return;
+    this.abandoned = true;
+    void this.execution.abandon();
+  }
+
+  get passThrough(): boolean {
+    return this.abandoned || this.sending;
+  }
+
+  /** Reports the head before the engine sees bytes, and again when it changed before any byte went out. */
+  syncHead(): void {
+    if (this.released) return;
+    const res = this.res;
     const headers = res.getHeaders();
-    const head = `${res.statusCode} ${JSON.stringify(headers)}`;
-    if (head === reportedHead) return;
-    reportedHead = head;
-    execution.start(res.statusCode, headers);
+    const reported = this.reportedHeaders;
+    if (reported !== undefined && res.statusCode === this.reportedStatus && sameHeaders(reported, headers))
+      return;
+    this.reportedStatus = res.statusCode;
+    this.reportedHeaders = headers;
+    this.execution.start(res.statusCode, headers);
   }
 
   /** Reads what is left of a piped stream into the record, now that nobody receives it. */
-  function drain(source: Readable): void {
-    if (ending || abandoned) return;
-    source.unpipe(res as unknown as NodeJS.WritableStream);
-    syncHead();
-    ending = drainAfterClose(source, execution);
+  drain(source: Readable): void {
+    if (this.ending || this.abandoned) return;
+    source.unpipe(this.res as unknown as NodeJS.WritableStream);
+    this.syncHead();
+    this.ending = drainAfterClose(source, this.execution);
   }
+}
 
-  res.on("pipe", (source: unknown) => {
-    if (!(source instanceof Readable)) return;
-    piped = source;
-    if (clientGone) drain(source); // a stream that only starts after the client left
-  });
-  res.once("close", () => {
-    if (res.writableFinished || ending || abandoned) return;
-    clientGone = true;
-    if (piped && !piped.readableEnded && !piped.destroyed) drain(piped);
-  });
+function onPipe(this: NodeResponse, source: unknown): void {
+  if (!(source instanceof Readable)) return;
+  const capture = captureOf(this);
+  capture.piped = source;
+  if (capture.clientGone) capture.drain(source); // a stream that only starts after the client left
+}
 
-  (res as ServerResponse).writeHead = function writeHead(
-    this: ServerResponse,
-    statusCode: number,
-    reasonOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
-    maybeHeaders?: OutgoingHttpHeaders | OutgoingHttpHeader[],
-  ) {
-    const writeHeadOriginal = original.writeHead;
-    if (released || passThrough() || res.headersSent) {
-      return writeHeadOriginal.call(res, statusCode, reasonOrHeaders, maybeHeaders) as ServerResponse;
-    }
-    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
-      // Node's own validation throws the usual ERR_HTTP_INVALID_STATUS_CODE before anything is sent.
-      return writeHeadOriginal.call(res, statusCode) as ServerResponse;
-    }
-    res.statusCode = statusCode;
-    if (typeof reasonOrHeaders === "string") res.statusMessage = reasonOrHeaders;
-    const headers = typeof reasonOrHeaders === "string" ? maybeHeaders : reasonOrHeaders;
-    if (Array.isArray(headers)) applyHeaderList(res, headers);
-    else if (headers) {
-      for (const [name, value] of Object.entries(headers))
-        if (value !== undefined) res.setHeader(name, value);
-    }
-    return res as ServerResponse;
-  } as ServerResponse["writeHead"];
+function onClose(this: NodeResponse): void {
+  const capture = captureOf(this);
+  if (this.writableFinished || capture.ending || capture.abandoned) return;
+  capture.clientGone = true;
+  const piped = capture.piped;
+  if (piped && !piped.readableEnded && !piped.destroyed) capture.drain(piped);
+}
 
-  if (original.flushHeaders) {
-    const flush = original.flushHeaders;
-    (res as ServerResponse).flushHeaders = function flushHeaders(this: ServerResponse) {
-      if (released || passThrough()) flush.call(res);
-    };
+function captureWriteHead(
+  this: ServerResponse,
+  statusCode: number,
+  reasonOrHeaders?: string | OutgoingHttpHeaders | OutgoingHttpHeader[],
+  maybeHeaders?: OutgoingHttpHeaders | OutgoingHttpHeader[],
+): ServerResponse {
+  const capture = captureOf(this);
+  if (capture.released || capture.passThrough || this.headersSent) {
+    return capture.originalWriteHead.call(this, statusCode, reasonOrHeaders, maybeHeaders) as ServerResponse;
   }
+  if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) {
+    // Node's own validation throws the usual ERR_HTTP_INVALID_STATUS_CODE before anything is sent.
+    return capture.originalWriteHead.call(this, statusCode) as ServerResponse;
+  }
+  this.statusCode = statusCode;
+  if (typeof reasonOrHeaders === "string") this.statusMessage = reasonOrHeaders;
+  const headers = typeof reasonOrHeaders === "string" ? maybeHeaders : reasonOrHeaders;
+  if (Array.isArray(headers)) applyHeaderList(this, headers);
+  else if (headers) {
+    for (const [name, value] of Object.entries(headers)) if (value !== undefined) this.setHeader(name, value);
+  }
+  return this;
+}
 
-  res.write = function write(this: NodeResponse, chunk: unknown, ...rest: unknown[]): boolean {
-    if (passThrough() || res.writableEnded) return original.write.call(res, chunk, ...rest) as boolean;
-    const { encoding, callback } = writeArgs(rest);
-    if (ending) {
-      const error = Object.assign(new Error("write after end"), { code: "ERR_STREAM_WRITE_AFTER_END" });
-      if (callback) process.nextTick(callback, error);
-      return false;
-    }
-    const bytes = toBytes(chunk, encoding);
-    syncHead();
-    const forward = execution.write(bytes);
-    if (forward.length === 0 || clientGone) {
-      // Nothing may be sent yet (an empty chunk, the held-back end of a Content-Length body), or nobody is there.
-      if (callback) process.nextTick(callback);
-      return true;
-    }
-    released = true;
-    return original.write.call(res, forward, callback) as boolean;
-  } as NodeResponse["write"];
+function captureFlushHeaders(this: ServerResponse): void {
+  const capture = captureOf(this);
+  if (capture.released || capture.passThrough) capture.originalFlushHeaders?.call(this);
+}
 
-  res.end = function end(this: NodeResponse, chunk?: unknown, ...rest: unknown[]) {
-    if (passThrough()) return original.end.call(res, chunk, ...rest) as NodeResponse;
-    let data = chunk;
-    let args = rest;
-    if (typeof data === "function") {
-      args = [data];
-      data = undefined;
-    }
-    const { encoding, callback } = writeArgs(args);
-    if (ending || res.writableEnded) {
-      // Ended twice (an error handler after a handler that ended the response): as Node, call back on finish.
-      if (callback) res.once("finish", callback);
-      return res;
-    }
-    ending = true;
-    const bytes = data === undefined || data === null ? undefined : toBytes(data, encoding);
-    syncHead();
-    void execution
-      .end(bytes)
-      .then((remaining) => {
-        released = true;
-        sending = true;
-        original.end.call(res, remaining.length > 0 ? remaining : undefined, callback);
-      })
-      .catch((error: unknown) => res.destroy(error instanceof Error ? error : new Error(String(error))));
-    return res;
-  } as NodeResponse["end"];
+function captureWrite(this: NodeResponse, chunk: unknown, ...rest: unknown[]): boolean {
+  const capture = captureOf(this);
+  if (capture.passThrough || this.writableEnded)
+    return capture.originalWrite.call(this, chunk, ...rest) as boolean;
+  const { encoding, callback } = writeArgs(rest);
+  if (capture.ending) {
+    const error = Object.assign(new Error("write after end"), { code: "ERR_STREAM_WRITE_AFTER_END" });
+    if (callback) process.nextTick(callback, error);
+    return false;
+  }
+  const bytes = toBytes(chunk, encoding);
+  capture.syncHead();
+  const forward = capture.execution.write(bytes);
+  if (forward.length === 0 || capture.clientGone) {
+    // Nothing may be sent yet (an empty chunk, the held-back end of a Content-Length body), or nobody is there.
+    if (callback) process.nextTick(callback);
+    return true;
+  }
+  capture.released = true;
+  return capture.originalWrite.call(this, forward, callback) as boolean;
+}
 
-  return {
-    get responding() {
-      return reportedHead !== undefined || piped !== undefined;
-    },
-    get open() {
-      return !ending && !abandoned;
-    },
-    abandon() {
-      if (ending || abandoned) return;
-      abandoned = true;
-      void execution.abandon();
-    },
-  };
+function captureEnd(this: NodeResponse, chunk?: unknown, ...rest: unknown[]): NodeResponse {
+  const capture = captureOf(this);
+  if (capture.passThrough) return capture.originalEnd.call(this, chunk, ...rest) as NodeResponse;
+  let data = chunk;
+  let args = rest;
+  if (typeof data === "function") {
+    args = [data];
+    data = undefined;
+  }
+  const { encoding, callback } = writeArgs(args);
+  if (capture.ending || this.writableEnded) {
+    // Ended twice (an error handler after a handler that ended the response): as Node, call back on finish.
+    if (callback) this.once("finish", callback);
+    return this;
+  }
+  capture.ending = true;
+  const bytes = data === undefined || data === null ? undefined : toBytes(data, encoding);
+  capture.syncHead();
+  void capture.execution
+    .end(bytes)
+    .then((remaining) => {
+      capture.released = true;
+      capture.sending = true;
+      capture.originalEnd.call(this, remaining.length > 0 ? remaining : undefined, callback);
+    })
+    .catch((error: unknown) => this.destroy(error instanceof Error ? error : new Error(String(error))));
+  return this;
+}
+
+/** Whether two `getHeaders()` snapshots hold the same names and values. */
+function sameHeaders(a: OutgoingHttpHeaders, b: OutgoingHttpHeaders): boolean {
+  const names = Object.keys(a);
+  if (names.length !== Object.keys(b).length) return false;
+  for (const name of names) {
+    const x = a[name];
+    const y = b[name];
+    if (x === y) continue;
+    if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  }
+  return true;
 }
 
 /** The encoding and callback among `write`/`end`'s arguments after the chunk. */
