@@ -57,6 +57,8 @@ class Parser {
   pos = 0;
   /** The decoded content of the string last read by `string()`, used to sort object keys. */
   decoded = "";
+  /** Whether the value last read is written in canonical form already (its canonical text is its source). */
+  verbatim = false;
 
   constructor(readonly text: string) {}
 
@@ -84,39 +86,64 @@ class Parser {
   literal(word: string): string | undefined {
     if (!this.text.startsWith(word, this.pos)) return undefined;
     this.pos += word.length;
+    this.verbatim = true;
     return word;
   }
 
   object(depth: number): string | undefined {
     const text = this.text;
+    const start = this.pos;
     this.pos++;
     this.skipWhitespace();
     if (text.charCodeAt(this.pos) === CLOSE_BRACE) {
       this.pos++;
+      this.verbatim = this.pos === start + 2;
       return "{}";
     }
     const members: Member[] = [];
     let sorted = true;
+    // Whether the canonical text is the source text itself: no whitespace, members in order, every key and
+    // value already canonical. Such an object (the common case inside arrays) costs no string building.
+    let verbatim = this.pos === start + 1;
     for (;;) {
       if (text.charCodeAt(this.pos) !== QUOTE) return undefined;
+      const memberStart = this.pos;
       const keyText = this.string();
       if (keyText === undefined) return undefined;
+      let memberVerbatim = this.verbatim;
       const key = this.decoded;
+      const colon = this.pos;
       this.skipWhitespace();
       if (text.charCodeAt(this.pos) !== COLON) return undefined;
       this.pos++;
+      const valueStart = this.pos;
       this.skipWhitespace();
+      memberVerbatim &&= this.pos === valueStart && colon + 1 === valueStart;
       const valueText = this.value(depth);
       if (valueText === undefined) return undefined;
+      memberVerbatim &&= this.verbatim;
       const last = members[members.length - 1];
       if (last !== undefined && key < last.key) sorted = false;
-      members.push({ key, text: `${keyText}:${valueText}` });
+      members.push({
+        key,
+        text: memberVerbatim ? text.slice(memberStart, this.pos) : `${keyText}:${valueText}`,
+      });
+      verbatim &&= memberVerbatim;
+      const end = this.pos;
       this.skipWhitespace();
+      verbatim &&= this.pos === end;
       const c = text.charCodeAt(this.pos++);
       if (c === CLOSE_BRACE) break;
       if (c !== COMMA) return undefined;
+      const next = this.pos;
       this.skipWhitespace();
+      verbatim &&= this.pos === next;
     }
+    if (verbatim && sorted) {
+      this.verbatim = true;
+      return text.slice(start, this.pos);
+    }
+    this.verbatim = false;
     // Array.prototype.sort is stable, so duplicate keys keep their source order.
     if (!sorted) members.sort(compareMembers);
     let out = "{";
@@ -129,23 +156,34 @@ class Parser {
 
   array(depth: number): string | undefined {
     const text = this.text;
+    const start = this.pos;
     this.pos++;
     this.skipWhitespace();
     if (text.charCodeAt(this.pos) === CLOSE_BRACKET) {
       this.pos++;
+      this.verbatim = this.pos === start + 2;
       return "[]";
     }
+    let verbatim = this.pos === start + 1;
     let out = "[";
     for (;;) {
       const item = this.value(depth);
       if (item === undefined) return undefined;
+      verbatim &&= this.verbatim;
       out += item;
+      const end = this.pos;
       this.skipWhitespace();
+      verbatim &&= this.pos === end;
       const c = text.charCodeAt(this.pos++);
-      if (c === CLOSE_BRACKET) return `${out}]`;
+      if (c === CLOSE_BRACKET) {
+        this.verbatim = verbatim;
+        return verbatim ? text.slice(start, this.pos) : `${out}]`;
+      }
       if (c !== COMMA) return undefined;
       out += ",";
+      const next = this.pos;
       this.skipWhitespace();
+      verbatim &&= this.pos === next;
     }
   }
 
@@ -178,6 +216,7 @@ class Parser {
       if (pos === exponentStart) return undefined;
     }
     this.pos = pos;
+    this.verbatim = true;
     return text.slice(start, pos);
   }
 
@@ -200,6 +239,7 @@ class Parser {
     const decoded = text.slice(start, pos);
     this.decoded = decoded;
     // JSON.stringify escapes lone surrogates; anything else without a backslash it writes back unchanged.
+    this.verbatim = !surrogate;
     return surrogate ? JSON.stringify(decoded) : text.slice(start - 1, pos + 1);
   }
 
@@ -226,7 +266,9 @@ class Parser {
     decoded += text.slice(runStart, pos);
     this.pos = pos + 1;
     this.decoded = decoded;
-    return JSON.stringify(decoded);
+    const canonical = JSON.stringify(decoded);
+    this.verbatim = canonical === text.slice(start - 1, pos + 1);
+    return canonical;
   }
 }
 

@@ -42,24 +42,22 @@ const FLAG_BODY_OMITTED = 1;
  * ```
  */
 export function encodeResponse(response: StoredResponse): Uint8Array {
-  const names = response.headers.map(([name]) => Buffer.from(name, "latin1"));
-  const values = response.headers.map(([, value]) => Buffer.from(value, "latin1"));
+  const headers = response.headers;
+  // latin1: one byte per UTF-16 code unit, so string lengths are byte lengths.
   let size = 6;
-  for (let i = 0; i < names.length; i++) size += 6 + (names[i]?.length ?? 0) + (values[i]?.length ?? 0);
+  for (const [name, value] of headers) size += 6 + name.length + value.length;
   const body = response.body;
   const out = Buffer.allocUnsafe(size + (body?.length ?? 0));
   out.writeUInt8(VERSION, 0);
   out.writeUInt8(body === null ? FLAG_BODY_OMITTED : 0, 1);
   out.writeUInt16BE(response.status, 2);
-  out.writeUInt16BE(names.length, 4);
+  out.writeUInt16BE(headers.length, 4);
   let offset = 6;
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i] as Buffer;
-    const value = values[i] as Buffer;
+  for (const [name, value] of headers) {
     offset = out.writeUInt16BE(name.length, offset);
-    offset += name.copy(out, offset);
+    offset += out.write(name, offset, "latin1");
     offset = out.writeUInt32BE(value.length, offset);
-    offset += value.copy(out, offset);
+    offset += out.write(value, offset, "latin1");
   }
   if (body) out.set(body, offset);
   return out;
