@@ -144,8 +144,7 @@ class Parser {
       return text.slice(start, this.pos);
     }
     this.verbatim = false;
-    // Array.prototype.sort is stable, so duplicate keys keep their source order.
-    if (!sorted) members.sort(compareMembers);
+    if (!sorted) sortMembers(members);
     let out = "{";
     for (let i = 0; i < members.length; i++) {
       if (i > 0) out += ",";
@@ -318,6 +317,22 @@ function skipDigits(text: string, pos: number): number {
   return pos;
 }
 
-function compareMembers(a: Member, b: Member): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+/**
+ * Sorts members by key, stably (duplicate keys keep their source order): insertion sort for the few members
+ * most objects have, `Array.prototype.sort` (also stable) beyond.
+ */
+function sortMembers(members: Member[]): void {
+  if (members.length > 16) {
+    members.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return;
+  }
+  for (let i = 1; i < members.length; i++) {
+    const member = members[i] as Member;
+    let j = i - 1;
+    while (j >= 0 && (members[j] as Member).key > member.key) {
+      members[j + 1] = members[j] as Member;
+      j--;
+    }
+    members[j + 1] = member;
+  }
 }

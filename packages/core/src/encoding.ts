@@ -47,7 +47,8 @@ export function encodeResponse(response: StoredResponse): Uint8Array {
   let size = 6;
   for (const [name, value] of headers) size += 6 + name.length + value.length;
   const body = response.body;
-  const out = Buffer.allocUnsafe(size + (body?.length ?? 0));
+  // Its own memory, not a slice of Node's shared pool: a store may keep it for the record's whole TTL.
+  const out = Buffer.allocUnsafeSlow(size + (body?.length ?? 0));
   out.writeUInt8(VERSION, 0);
   out.writeUInt8(body === null ? FLAG_BODY_OMITTED : 0, 1);
   out.writeUInt16BE(response.status, 2);
