@@ -1,6 +1,6 @@
 /** Load from autocannon: a fixed number of connections for a fixed time, after a warm-up on the same server. */
 import autocannon from "autocannon";
-import { ORDERS_PATH } from "./config.js";
+import { CPU_PATH, ORDERS_PATH } from "./config.js";
 import { ORDER_BODY } from "./order.js";
 
 export interface LoadOptions {
@@ -21,6 +21,8 @@ export interface LoadResult {
   timeouts: number;
   /** Responses whose body differed from the expected one (replay runs only). */
   mismatches: number;
+  /** Server CPU time (user + system) per request answered during the measured load, in microseconds. */
+  cpuMicrosPerRequest: number;
 }
 
 /** Every request carries a key: one fixed key (replay), or a new one each time (`keyPrefix-1`, `-2`, …). */
@@ -65,8 +67,11 @@ export async function runLoad(url: string, keys: Keys, options: LoadOptions): Pr
     const warmupKeys = "fixed" in keys ? keys : { uniquePrefix: `${keys.uniquePrefix}-warmup` };
     await once(url, warmupKeys, options.connections, options.warmup);
   }
+  const cpuBefore = await serverCpu(url);
   const result = await once(url, keys, options.connections, options.duration);
+  const cpuAfter = await serverCpu(url);
   return {
+    cpuMicrosPerRequest: (cpuAfter - cpuBefore) / Math.max(1, result.requests.total),
     requestsPerSecond: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
@@ -76,4 +81,10 @@ export async function runLoad(url: string, keys: Keys, options: LoadOptions): Pr
     timeouts: result.timeouts,
     mismatches: result.mismatches,
   };
+}
+
+/** The server process's CPU time so far, in microseconds (its `GET /__bench/cpu`). */
+async function serverCpu(url: string): Promise<number> {
+  const response = await fetch(`${url}${CPU_PATH}`);
+  return ((await response.json()) as { micros: number }).micros;
 }

@@ -131,7 +131,8 @@ async function measure(
 function logRun(target: Target, scenario: Scenario, r: LoadResult): void {
   const rate = Math.round(r.requestsPerSecond).toString().padStart(6);
   log(
-    `  ${targetName(target).padEnd(28)} ${scenario.padEnd(8)} ${rate} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms`,
+    `  ${targetName(target).padEnd(28)} ${scenario.padEnd(8)} ${rate} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms  ` +
+      `${Math.round(r.cpuMicrosPerRequest)} µs CPU/req`,
   );
 }
 

@@ -4,6 +4,7 @@
  *
  *   pnpm --filter @idempotency/bench profile ours/memory first
  *   pnpm --filter @idempotency/bench profile plain/none first --requests 40000 --cpu-prof /tmp/prof
+ *   pnpm --filter @idempotency/bench profile ours/memory replay --node-option=--trace-deopt
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,6 +23,7 @@ const { values, positionals } = parseArgs({
     warmup: { type: "string", default: "5000" },
     connections: { type: "string", default: "50" },
     "cpu-prof": { type: "string" },
+    "node-option": { type: "string", multiple: true, default: [] },
   },
 });
 const [target = "ours/memory", scenario = "first"] = positionals;
@@ -37,7 +39,8 @@ const redis = store === "redis" ? await startRedis() : undefined;
 const config: ServerConfig = { library, store };
 if (store === "redis") config.redisUrl = redis?.url;
 if (store === "sqlite") config.sqlitePath = freshSqlitePath(dir);
-const nodeOptions = values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`] : [];
+const nodeOptions = [...(values["node-option"] ?? [])];
+if (values["cpu-prof"]) nodeOptions.push("--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`);
 const server = await startServer(config, nodeOptions);
 
 let sequence = 0;

@@ -117,6 +117,7 @@ function throughputTable(measurements: Measurement[]): string {
       `${rps(Math.min(...all))}–${rps(Math.max(...all))}`,
       ms(median(m.rounds.map((r) => r.p50))),
       ms(median(m.rounds.map((r) => r.p99))),
+      Math.round(median(m.rounds.map((r) => r.cpuMicrosPerRequest))).toString(),
       isOurs(m.target.library) && m.scenario !== "baseline" ? "**1.00x**" : ratio,
       m.scenario === "replay" ? String(Math.max(...m.executions)) : "–",
       String(failures),
@@ -131,6 +132,7 @@ function throughputTable(measurements: Measurement[]): string {
       "req/s min–max",
       "p50 ms",
       "p99 ms",
+      "server CPU µs/req",
       "req/s vs ours",
       "handler runs",
       "failed",
@@ -224,7 +226,9 @@ export function renderReport(
     "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours on the same framework in " +
       "the same scenario and store: below 1.00x the row is slower than ours, above 1.00x faster. Each baseline " +
       "row is divided by ours on its framework in (b) on memory, so it shows the ceiling that plain Express or " +
-      "plain Fastify reaches without any idempotency. " +
+      "plain Fastify reaches without any idempotency. **server CPU µs/req** is the server process's CPU time " +
+      "(user + system) over the measured load divided by the requests answered: steadier than req/s on shared " +
+      "cores, and the figure to read the overhead from. " +
       "**handler runs** in (c) counts executions over the whole run: 1 (the request that stored the key) is " +
       "correct. **failed** counts non-2xx answers, socket errors, timeouts and replays with another body.",
     "",
