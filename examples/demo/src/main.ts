@@ -229,8 +229,10 @@ async function demo(a: ServerProcess, b: ServerProcess): Promise<void> {
   );
   checkOrderCount("acme", "order-5", 1);
   checkOrderCount("globex", "order-5", 1);
-  explain("The scope (here the X-Tenant-Id header) is part of each record's identity: tenants that pick the");
-  explain("same key never see each other's responses.");
+  explain("The scope (the tenant on req.user) is part of each record's identity: tenants that pick the same");
+  explain("key never see each other's responses. The demo's stand-in authentication reads the tenant from");
+  explain("X-Tenant-Id; a real service takes it from verified credentials, as a client-chosen header would");
+  explain("let one tenant name another and read its replays.");
 
   step("6. A crashed request taken over after its lease");
   const doomed: Attempt = { key: "order-6", tenant: "acme", order: { item: "scone", quantity: 4 } };

@@ -31,9 +31,39 @@ const insertOrder = db.prepare(
 // The store uses the application's connection (it sets WAL mode and a busy timeout on it).
 const store = new SqliteStore({ database: db });
 
+/** Who sent a request. Here only the tenant, as the demo's stand-in authentication below reads it. */
+interface DemoUser {
+  tenant: string;
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set by `demoAuthentication`, which every route of this server is behind. */
+      user: DemoUser;
+    }
+  }
+}
+
+/**
+ * DEMO ONLY, a stand-in for real authentication: it believes the X-Tenant-Id header, so that the scripted
+ * client can play two tenants without any credentials. Never do this in a service: a header the client
+ * chooses lets one tenant name another and read its replayed responses. Put your real authentication here
+ * (a session, a JWT, an API key) and let it set `req.user` from what it verified.
+ */
+const demoAuthentication: express.RequestHandler = (req, res, next) => {
+  const tenant = req.get("x-tenant-id");
+  if (!tenant) {
+    res.status(401).json({ error: "the demo's stand-in authentication needs an X-Tenant-Id header" });
+    return;
+  }
+  req.user = { tenant };
+  next();
+};
+
 const guard = idempotency({
   store,
-  scope: (request) => request.headers.get("x-tenant-id") ?? "public", // each tenant has its own keys
+  scope: (request) => (request.native as express.Request).user.tenant, // each tenant has its own keys
   required: true,
   leaseMs, // the demo uses a short lease so that a crashed request frees its key within seconds
   onEvent(event) {
@@ -43,6 +73,7 @@ const guard = idempotency({
 });
 
 const app = express();
+app.use(demoAuthentication); // before the guard, which scopes keys by the req.user it sets
 
 app.post("/orders", guard, express.json(), async (req, res) => {
   const { item, quantity = 1 } = (req.body ?? {}) as { item?: unknown; quantity?: unknown };
@@ -51,7 +82,7 @@ app.post("/orders", guard, express.json(), async (req, res) => {
     res.status(400).json({ error: 'send {"item": string, "quantity"?: integer}' });
     return;
   }
-  const tenant = req.get("x-tenant-id") ?? "public";
+  const { tenant } = req.user;
   const key = req.get("idempotency-key") ?? "";
   console.log(`charging ${tenant} for ${quantity} x ${item} (key ${key})`);
   await delay(chargeMs); // the payment provider at work: duplicates arriving now overlap with this request

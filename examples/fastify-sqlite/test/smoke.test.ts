@@ -24,10 +24,20 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const post = (key: string | null, body: string) =>
+const post = (
+  key: string | null,
+  body: string,
+  token: string | null = "acme-token",
+  headers: Record<string, string> = {},
+) =>
   fetch(`${base}/orders`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...(key ? { "idempotency-key": key } : {}) },
+    headers: {
+      "content-type": "application/json",
+      ...(key ? { "idempotency-key": key } : {}),
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...headers,
+    },
     body,
   });
 
@@ -36,7 +46,7 @@ it("runs the README's curl session: create, replay, conflict, missing key", asyn
   expect(first.status).toBe(201);
   expect(first.headers.get("location")).toBe("/orders/1");
   const created = await first.text();
-  expect(JSON.parse(created)).toEqual({ id: 1, item: "apple", quantity: 2 });
+  expect(JSON.parse(created)).toEqual({ id: 1, tenant: "acme", item: "apple", quantity: 2 });
 
   const retry = await post("order-1", '{"quantity":2, "item":"apple"}'); // same JSON, other key order
   expect(retry.status).toBe(201);
@@ -53,6 +63,32 @@ it("runs the README's curl session: create, replay, conflict, missing key", asyn
   expect(orders.size).toBe(1);
 });
 
+it("scopes keys by the authenticated tenant, whatever tenant header the client sends", async () => {
+  // globex sends acme's key and acme's order, and claims to be acme: it gets its own order, not acme's replay
+  const other = await post("order-1", '{"item":"apple","quantity":2}', "globex-token", {
+    "x-tenant-id": "acme",
+  });
+  expect(other.status).toBe(201);
+  expect(other.headers.get("idempotent-replayed")).toBeNull();
+  expect(await other.json()).toEqual({ id: 2, tenant: "globex", item: "apple", quantity: 2 });
+
+  const peek = await fetch(`${base}/orders/1`, { headers: { authorization: "Bearer globex-token" } });
+  expect(peek.status).toBe(404);
+  expect(orders.size).toBe(2);
+});
+
+it("answers 401 before the guard: an unauthenticated request claims no key", async () => {
+  const anonymous = await post("order-3", '{"item":"fig"}', null);
+  expect(anonymous.status).toBe(401);
+  expect(anonymous.headers.get("www-authenticate")).toBe("Bearer");
+  expect((await post("order-3", '{"item":"fig"}', "not-a-token")).status).toBe(401);
+
+  const authenticated = await post("order-3", '{"item":"fig"}');
+  expect(authenticated.status).toBe(201);
+  expect(authenticated.headers.get("idempotent-replayed")).toBeNull();
+  expect(orders.size).toBe(3);
+});
+
 it("claims no key for an order the schema or the handler refuses: the corrected retry runs", async () => {
   const invalid = await post("order-2", '{"quantity":2}');
   expect(invalid.status).toBe(400); // schema validation, before the key is claimed
@@ -61,5 +97,5 @@ it("claims no key for an order the schema or the handler refuses: the corrected 
   const corrected = await post("order-2", '{"item":"pear"}');
   expect(corrected.status).toBe(201);
   expect(corrected.headers.get("idempotent-replayed")).toBeNull();
-  expect(orders.size).toBe(2);
+  expect(orders.size).toBe(4);
 });

@@ -17,10 +17,15 @@ afterAll(() => {
   server.close();
 });
 
-const post = (key: string, body: string, tenant = "acme") =>
+const post = (key: string | null, body: string, token: string | null = "acme-token", headers = {}) =>
   fetch(`${base}/orders`, {
     method: "POST",
-    headers: { "content-type": "application/json", "idempotency-key": key, "x-tenant-id": tenant },
+    headers: {
+      "content-type": "application/json",
+      ...(key ? { "idempotency-key": key } : {}),
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...headers,
+    },
     body,
   });
 
@@ -29,6 +34,7 @@ it("runs the README's curl session: create, replay, conflict, invalid body, othe
   expect(first.status).toBe(201);
   expect(first.headers.get("location")).toBe("/orders/1");
   const created = await first.text();
+  expect(JSON.parse(created)).toEqual({ id: 1, tenant: "acme", item: "apple", quantity: 2 });
 
   const retry = await post("order-1", '{"item":"apple","quantity":2}');
   expect(retry.status).toBe(201);
@@ -42,18 +48,33 @@ it("runs the README's curl session: create, replay, conflict, invalid body, othe
   const corrected = await post("order-2", '{"item":"plum"}'); // notStarted released the key
   expect(corrected.status).toBe(201);
 
-  const otherTenant = await post("order-1", '{"item":"apple","quantity":2}', "globex");
+  // globex may use the same key, and claiming to be acme in a header changes nothing: its own new order
+  const otherTenant = await post("order-1", '{"item":"apple","quantity":2}', "globex-token", {
+    "x-tenant-id": "acme",
+  });
   expect(otherTenant.status).toBe(201);
   expect(otherTenant.headers.get("idempotent-replayed")).toBeNull();
+  expect(await otherTenant.json()).toEqual({ id: 3, tenant: "globex", item: "apple", quantity: 2 });
+  const peek = await fetch(`${base}/orders/1`, { headers: { authorization: "Bearer globex-token" } });
+  expect(peek.status).toBe(404);
 
   expect([...orders.values()].map((order) => order.item)).toEqual(["apple", "plum", "apple"]);
 });
 
+it("answers 401 before the guard: an unauthenticated request claims no key", async () => {
+  const anonymous = await post("order-4", '{"item":"fig"}', null);
+  expect(anonymous.status).toBe(401);
+  expect(anonymous.headers.get("www-authenticate")).toBe("Bearer");
+  expect((await post("order-4", '{"item":"fig"}', "not-a-token")).status).toBe(401);
+
+  const authenticated = await post("order-4", '{"item":"fig"}');
+  expect(authenticated.status).toBe(201);
+  expect(authenticated.headers.get("idempotent-replayed")).toBeNull();
+});
+
 it("20 concurrent duplicates create one order; with waitMs every one gets the same response", async () => {
   const before = orders.size;
-  const responses = await Promise.all(
-    Array.from({ length: 20 }, () => post("burst-1", '{"item":"melon"}', "burst")),
-  );
+  const responses = await Promise.all(Array.from({ length: 20 }, () => post("burst-1", '{"item":"melon"}')));
   expect(orders.size).toBe(before + 1);
   const bodies = await Promise.all(responses.map((response) => response.text()));
   expect(responses.map((response) => response.status)).toEqual(Array(20).fill(201));

@@ -137,9 +137,12 @@ type Outcome =
  * ```ts
  * import { createIdempotency, MemoryStore } from "@idempotency/core";
  *
+ * type AuthenticatedRequest = { user: { id: string; tenantId: string } }; // your framework's, after auth
+ *
  * const idempotency = createIdempotency({
  *   store: new MemoryStore(),
- *   scope: (request) => request.headers.get("x-tenant-id") ?? "anonymous",
+ *   // the tenant your authentication verified; a client-chosen header would expose other tenants' replays
+ *   scope: (request) => (request.native as AuthenticatedRequest).user.tenantId,
  * });
  *
  * const decision = await idempotency.handle(request);

@@ -11,9 +11,11 @@ import type { IdempotencyStore } from "./store.js";
  *
  * @example
  * ```ts
+ * type AuthenticatedRequest = { user: { id: string; tenantId: string } }; // your framework's, after auth
+ *
  * const options: IdempotencyOptions = {
  *   store: new MemoryStore(),
- *   scope: (request) => tenantOf(request.native),
+ *   scope: (request) => (request.native as AuthenticatedRequest).user.tenantId, // set by your auth
  *   required: true,
  * };
  * ```
@@ -23,8 +25,10 @@ export interface IdempotencyOptions {
   store: IdempotencyStore;
   /**
    * The principal that owns a key (tenant, user, account): records are keyed by (scope, method, path, key),
-   * so two principals using the same key never see each other's records. `"global"` for single-tenant
-   * services whose keys are random UUIDs.
+   * so two principals using the same key never see each other's records. Read it from what your
+   * authentication verified (the user an auth middleware mounted before the guard put on `request.native`),
+   * never from a header the client chooses, which would let one tenant read another's replays. `"global"` for
+   * single-tenant services whose keys are random UUIDs.
    */
   scope: ((request: IdempotencyRequest) => string | Promise<string>) | "global";
   /** The request header carrying the key. Default `"Idempotency-Key"`. */

@@ -5,8 +5,13 @@
  * @example
  * ```ts
  * import type { IdempotencyRequest } from "@idempotency/core";
+ * import type { Request } from "express";
  *
- * const scope = (request: IdempotencyRequest) => request.headers.get("x-tenant-id") ?? "anonymous";
+ * type AuthenticatedRequest = Request & { user: { id: string; tenantId: string } };
+ *
+ * // The tenant your authentication middleware (mounted before the guard) put on req.user. Never a header the
+ * // client chooses: a client-chosen X-Tenant-Id would let one tenant read another's replays.
+ * const scope = (request: IdempotencyRequest) => (request.native as AuthenticatedRequest).user.tenantId;
  * ```
  */
 export interface IdempotencyRequest {

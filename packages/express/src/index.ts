@@ -39,14 +39,20 @@ export type IdempotencyMiddleware = (
  *
  * @example
  * ```ts
- * import express from "express";
+ * import express, { type Request } from "express";
  * import { MemoryStore } from "@idempotency/core";
  * import { idempotency } from "@idempotency/express";
  *
+ * type AuthenticatedRequest = Request & { user: { id: string; tenantId: string } };
+ *
  * const app = express();
+ * app.use(authenticate); // sets req.user before the guard; never scope by a client-chosen header
  * app.post(
  *   "/orders",
- *   idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-user-id") ?? "anonymous" }),
+ *   idempotency({
+ *     store: new MemoryStore(),
+ *     scope: (request) => (request.native as AuthenticatedRequest).user.tenantId,
+ *   }),
  *   express.json(),
  *   (req, res) => res.status(201).json(createOrder(req.body)),
  * );

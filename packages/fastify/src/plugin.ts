@@ -139,14 +139,17 @@ function declareDecorators(fastify: FastifyInstance): void {
  *
  * @example
  * ```ts
- * import Fastify from "fastify";
+ * import Fastify, { type FastifyRequest } from "fastify";
  * import { MemoryStore } from "@idempotency/core";
  * import { idempotency } from "@idempotency/fastify";
  *
+ * type AuthenticatedRequest = FastifyRequest & { user: { id: string; tenantId: string } };
+ *
  * const app = Fastify();
+ * app.addHook("onRequest", authenticate); // sets request.user first; never scope by a client-chosen header
  * await app.register(idempotency, {
  *   store: new MemoryStore(),
- *   scope: (request) => request.headers.get("x-tenant-id") ?? "public",
+ *   scope: (request) => (request.native as AuthenticatedRequest).user.tenantId,
  * });
  * app.post("/orders", { config: { idempotency: true } }, async (request, reply) => {
  *   reply.code(201);

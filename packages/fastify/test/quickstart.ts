@@ -2,13 +2,17 @@
 // readme.test.ts keeps the two in sync and runs this one.
 
 import { MemoryStore } from "@idempotency/core";
-import Fastify from "fastify";
+import Fastify, { type FastifyRequest } from "fastify";
 import { idempotency } from "../src/index.js";
+import { authenticate } from "./auth.js"; // yours (@fastify/jwt, …): sets request.user or answers 401
+
+type AuthenticatedRequest = FastifyRequest & { user: { id: string; tenantId: string } };
 
 export const app = Fastify();
+app.addHook("onRequest", authenticate); // before the plugin's hooks
 await app.register(idempotency, {
   store: new MemoryStore(),
-  scope: (request) => request.headers.get("x-user-id") ?? "anonymous",
+  scope: (request) => (request.native as AuthenticatedRequest).user.tenantId, // who owns the key
 });
 
 app.post("/orders", { config: { idempotency: true } }, async (request, reply) => {

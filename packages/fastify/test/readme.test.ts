@@ -24,11 +24,25 @@ describe("README quick start", () => {
   });
   afterAll(() => app.close());
 
+  const acme = { authorization: "Bearer acme-token" };
+
   it("replays, answers 422 for another body, and lets a corrected retry run after notStarted", async () => {
     const base = await url;
-    const first = await httpRequest(`${base}/orders`, { key: "7d0c", json: '{"item":"apple"}' });
-    const again = await httpRequest(`${base}/orders`, { key: "7d0c", json: '{"item":"apple"}' });
-    const other = await httpRequest(`${base}/orders`, { key: "7d0c", json: '{"item":"pear"}' });
+    const first = await httpRequest(`${base}/orders`, {
+      headers: acme,
+      key: "7d0c",
+      json: '{"item":"apple"}',
+    });
+    const again = await httpRequest(`${base}/orders`, {
+      headers: acme,
+      key: "7d0c",
+      json: '{"item":"apple"}',
+    });
+    const other = await httpRequest(`${base}/orders`, {
+      headers: acme,
+      key: "7d0c",
+      json: '{"item":"pear"}',
+    });
     expect([first.status, first.text(), first.headers.location]).toEqual([
       201,
       '{"id":1,"item":"apple"}',
@@ -41,9 +55,22 @@ describe("README quick start", () => {
     ]);
     expect(other.status).toBe(422);
 
-    const empty = await httpRequest(`${base}/orders`, { key: "8e1d", json: "{}" });
-    const corrected = await httpRequest(`${base}/orders`, { key: "8e1d", json: '{"item":"pear"}' });
+    const empty = await httpRequest(`${base}/orders`, { headers: acme, key: "8e1d", json: "{}" });
+    const corrected = await httpRequest(`${base}/orders`, {
+      headers: acme,
+      key: "8e1d",
+      json: '{"item":"pear"}',
+    });
     expect(empty.status).toBe(400);
     expect([corrected.status, corrected.headers["idempotent-replayed"]]).toEqual([201, undefined]);
+  });
+
+  it("scopes keys by the authenticated tenant, whatever tenant header the client sends, after a 401 without one", async () => {
+    const base = await url;
+    const order = { key: "7d0c", json: '{"item":"apple"}' };
+    expect((await httpRequest(`${base}/orders`, order)).status).toBe(401);
+    const globex = { authorization: "Bearer globex-token", "x-tenant-id": "acme" };
+    const other = await httpRequest(`${base}/orders`, { ...order, headers: globex });
+    expect([other.status, other.headers["idempotent-replayed"]]).toEqual([201, undefined]);
   });
 });

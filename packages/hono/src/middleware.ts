@@ -26,14 +26,20 @@ import { toIdempotencyRequest } from "./request.js";
  *
  * @example
  * ```ts
- * import { Hono } from "hono";
+ * import { type Context, Hono } from "hono";
  * import { MemoryStore } from "@idempotency/core";
  * import { idempotency } from "@idempotency/hono";
  *
- * const app = new Hono();
+ * type Env = { Variables: { user: { id: string; tenantId: string } } };
+ *
+ * const app = new Hono<Env>();
+ * app.use(authenticate); // c.set("user", …) before the guard; never scope by a client-chosen header
  * app.post(
  *   "/orders",
- *   idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-tenant-id") ?? "anonymous" }),
+ *   idempotency({
+ *     store: new MemoryStore(),
+ *     scope: (request) => (request.native as Context<Env>).get("user").tenantId,
+ *   }),
  *   async (c) => c.json(await createOrder(await c.req.json()), 201),
  * );
  * ```

@@ -23,13 +23,21 @@ import { type AnyContext, translateRequest } from "./request.js";
  *
  * @example
  * ```ts
- * import Koa from "koa";
+ * import Koa, { type ParameterizedContext } from "koa";
  * import { bodyParser } from "@koa/bodyparser";
  * import { MemoryStore } from "@idempotency/core";
  * import { idempotency } from "@idempotency/koa";
  *
- * const app = new Koa();
- * app.use(idempotency({ store: new MemoryStore(), scope: (request) => request.headers.get("x-user-id") ?? "anonymous" }));
+ * type State = { user: { id: string; tenantId: string } };
+ *
+ * const app = new Koa<State>();
+ * app.use(authenticate); // sets ctx.state.user before the guard; never scope by a client-chosen header
+ * app.use(
+ *   idempotency({
+ *     store: new MemoryStore(),
+ *     scope: (request) => (request.native as ParameterizedContext<State>).state.user.tenantId,
+ *   }),
+ * );
  * app.use(bodyParser());
  * app.use(async (ctx) => {
  *   ctx.status = 201;

@@ -4,14 +4,18 @@
 import { MemoryStore } from "@idempotency/core";
 import { bodyParser } from "@koa/bodyparser";
 import Router from "@koa/router";
-import Koa from "koa";
+import Koa, { type ParameterizedContext } from "koa";
 import { idempotency, notStarted } from "../src/index.js";
+import { authenticate } from "./auth.js"; // yours (koa-passport, koa-jwt, …): sets ctx.state.user or answers 401
 
-export const app = new Koa();
-const router = new Router();
+type State = { user: { id: string; tenantId: string } };
+
+export const app = new Koa<State>();
+const router = new Router<State>();
+app.use(authenticate); // before the guard
 const guard = idempotency({
   store: new MemoryStore(),
-  scope: (request) => request.headers.get("x-user-id") ?? "anonymous",
+  scope: (request) => (request.native as ParameterizedContext<State>).state.user.tenantId, // who owns the key
 });
 
 router.post("/orders", guard, bodyParser(), async (ctx) => {
