@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import { finished, Readable, type ReadableOptions } from "node:stream";
-import { IdempotencyRequestTooLargeError } from "./errors.js";
+import { IdempotencyBodyConsumedError, IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
 export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeResponse } from "./node-capture.js";
@@ -184,6 +184,51 @@ function rearm(req: IncomingMessage, bytes: Uint8Array): void {
   if (bytes.length > 0) req.push(bytes);
   req.push(null);
 }
+
+/** Where a binding finds what a body parser that ran before it kept; see {@link nodeRequestBody}. */
+export interface ConsumedBody {
+  /** The raw body a parser kept (`req.rawBody` from a `verify` hook, `ctx.request.rawBody`): bytes or text. */
+  raw?: unknown;
+  /** What a parser left instead (`req.body`, `ctx.request.body`), read only when no raw body was kept. */
+  parsed?: () => unknown;
+  /** The end of the message of the `IdempotencyBodyConsumedError` when neither was kept: how to fix it. */
+  hint: string;
+}
+
+/**
+ * The request body as the engine fingerprints it, for a binding on Node's `http`, in one order for every
+ * framework: the raw body a parser kept (bytes, or text as UTF-8); else, when nobody has read the stream, the
+ * stream's own bytes ({@link peekNodeBody}: it stays readable for the parser and handler after the
+ * middleware); else nothing when the request declared no body; else what a parser left (bytes, text as
+ * UTF-8, anything else re-serialised as JSON); else `IdempotencyBodyConsumedError` (a body was announced and
+ * consumed, but nothing kept it).
+ *
+ * @example
+ * ```ts
+ * import { nodeRequestBody } from "@idempotency/core/node";
+ *
+ * const body = (maxBytes?: number) =>
+ *   nodeRequestBody(req, maxBytes, { raw: req.rawBody, parsed: () => req.body, hint: "Mount idempotency() first." });
+ * ```
+ */
+export async function nodeRequestBody(
+  req: IncomingMessage,
+  maxBytes: number | undefined,
+  consumed: ConsumedBody,
+): Promise<Uint8Array> {
+  const raw = consumed.raw;
+  if (raw instanceof Uint8Array) return raw;
+  if (typeof raw === "string") return Buffer.from(raw, "utf8");
+  if (!req.readableDidRead && !req.readableEnded && !req.destroyed) return peekNodeBody(req, maxBytes);
+  if (!declaresBody(req)) return EMPTY;
+  const parsed = consumed.parsed?.();
+  if (parsed instanceof Uint8Array) return parsed;
+  if (typeof parsed === "string") return Buffer.from(parsed, "utf8");
+  if (parsed !== undefined && parsed !== null) return Buffer.from(JSON.stringify(parsed), "utf8");
+  throw new IdempotencyBodyConsumedError(consumed.hint);
+}
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Whether the request announced a body: a non-zero `Content-Length`, or a `Transfer-Encoding`. Tells a

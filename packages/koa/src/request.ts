@@ -1,11 +1,9 @@
-import { IdempotencyBodyConsumedError, type IdempotencyRequest } from "@idempotency/core";
-import { declaresBody, nodeHeaders, peekNodeBody, splitRequestTarget } from "@idempotency/core/node";
+import type { IdempotencyRequest } from "@idempotency/core";
+import { nodeHeaders, nodeRequestBody, splitRequestTarget } from "@idempotency/core/node";
 import type { ParameterizedContext } from "koa";
 
 /** Any Koa context: Koa 2 or 3, with or without a router's or the application's own context type. */
 export type AnyContext = ParameterizedContext<unknown, unknown, unknown>;
-
-const EMPTY = new Uint8Array(0);
 
 /**
  * Translates a Koa context into the engine's neutral request. The path is the concrete path the client asked
@@ -30,29 +28,15 @@ export function translateRequest(ctx: AnyContext): IdempotencyRequest {
 }
 
 /**
- * The raw body bytes. A body parser that ran before this middleware consumed the stream: `@koa/bodyparser`
- * keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with `patchNode`); other parsers
- * leave only what they parsed (`ctx.request.body`: text as UTF-8, anything else re-serialised as JSON, as
- * the Express binding does). Otherwise the stream is read here, and stays readable for the body parser and
- * handler after this middleware.
+ * `@koa/bodyparser` keeps the text it read as `ctx.request.rawBody` (also `ctx.req.rawBody` with
+ * `patchNode`); other parsers (koa-body) leave only what they parsed, as `ctx.request.body`.
  */
-async function readBody(ctx: AnyContext, maxBytes: number): Promise<Uint8Array> {
-  const parsed = (ctx.request as { rawBody?: unknown }).rawBody ?? (ctx.req as { rawBody?: unknown }).rawBody;
-  if (typeof parsed === "string") return Buffer.from(parsed, "utf8");
-  if (parsed instanceof Uint8Array) return parsed;
-
-  const req = ctx.req;
-  if (req.readableEnded || req.destroyed || !req.readable) {
-    if (!declaresBody(req)) return EMPTY;
-    // Another parser (e.g. koa-body) read it and kept only what it parsed.
-    const body = (ctx.request as { body?: unknown }).body;
-    if (body instanceof Uint8Array) return body;
-    if (typeof body === "string") return Buffer.from(body, "utf8");
-    if (body !== undefined && body !== null) return Buffer.from(JSON.stringify(body), "utf8");
-    throw new IdempotencyBodyConsumedError(
+function readBody(ctx: AnyContext, maxBytes: number): Promise<Uint8Array> {
+  return nodeRequestBody(ctx.req, maxBytes, {
+    raw: (ctx.request as { rawBody?: unknown }).rawBody ?? (ctx.req as { rawBody?: unknown }).rawBody,
+    parsed: () => (ctx.request as { body?: unknown }).body,
+    hint:
       "Mount idempotency() before the middleware that reads the body, or use @koa/bodyparser (it keeps " +
-        "ctx.request.rawBody).",
-    );
-  }
-  return peekNodeBody(req, maxBytes);
+      "ctx.request.rawBody).",
+  });
 }
