@@ -185,7 +185,16 @@ function rearm(req: IncomingMessage, bytes: Uint8Array): void {
   req.push(null);
 }
 
-/** Where a binding finds what a body parser that ran before it kept; see {@link nodeRequestBody}. */
+/**
+ * Where a binding finds what a body parser that ran before it kept; see {@link nodeRequestBody}.
+ *
+ * @example
+ * ```ts
+ * import type { ConsumedBody } from "@idempotency/core/node";
+ *
+ * const consumed: ConsumedBody = { raw: ctx.request.rawBody, parsed: () => ctx.request.body, hint: "Mount it first." };
+ * ```
+ */
 export interface ConsumedBody {
   /** The raw body a parser kept (`req.rawBody` from a `verify` hook, `ctx.request.rawBody`): bytes or text. */
   raw?: unknown;
