@@ -35,18 +35,19 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `"xxh3-128:<32 hex digits>"` of the length-prefixed parts (`<byte length>:<bytes>` each), in one buffer. */
 export function hashParts(parts: ReadonlyArray<string | Uint8Array>): string {
+  const prefixes: string[] = [];
   let size = 0;
-  const lengths: number[] = [];
   for (const part of parts) {
     const length = typeof part === "string" ? Buffer.byteLength(part) : part.length;
-    lengths.push(length);
-    size += decimalDigits(length) + 1 + length;
+    const prefix = `${length}:`;
+    prefixes.push(prefix);
+    size += prefix.length + length;
   }
   const input = Buffer.allocUnsafe(size);
   let offset = 0;
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i] as string | Uint8Array;
-    offset += input.write(`${lengths[i]}:`, offset, "latin1");
+    offset += input.write(prefixes[i] as string, offset, "latin1");
     if (typeof part === "string") offset += input.write(part, offset, "utf8");
     else {
       input.set(part, offset);
@@ -55,15 +56,6 @@ export function hashParts(parts: ReadonlyArray<string | Uint8Array>): string {
   }
   const digest = xxh3.xxh128(input);
   return `${FINGERPRINT_ALGORITHM}:${digest.toString(16).padStart(32, "0")}`;
-}
-
-function decimalDigits(n: number): number {
-  let digits = 1;
-  while (n >= 10) {
-    n = Math.floor(n / 10);
-    digits++;
-  }
-  return digits;
 }
 
 /** JSON media types: `application/json` and any `+json` suffix, with or without parameters. */

@@ -153,19 +153,15 @@ function observeNodeBody(req: IncomingMessage): Promise<Buffer> {
       if (chunk === null) {
         stop();
         resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received));
-      } else if (Buffer.isBuffer(chunk)) {
-        chunks.push(chunk);
-        received += chunk.length;
       } else {
-        // Not what the HTTP parser pushes: stop watching, and read the rest the ordinary way.
-        stop();
-        const result = push.call(req, chunk, encoding);
-        readNodeBody(req).then((rest) => {
-          const bytes = Buffer.concat([...chunks, rest]);
-          rearm(req, bytes);
-          resolve(bytes);
-        }, reject);
-        return result;
+        // The HTTP parser pushes Buffers; anything else is copied as Node would decode it, and passed on as is.
+        const bytes = Buffer.isBuffer(chunk)
+          ? chunk
+          : typeof chunk === "string"
+            ? Buffer.from(chunk, encoding)
+            : Buffer.from(chunk as Uint8Array);
+        chunks.push(bytes);
+        received += bytes.length;
       }
       return push.call(req, chunk, encoding);
     } as typeof req.push;
