@@ -26,16 +26,20 @@ export interface LoadResult {
 }
 
 /** Every request carries a key: one fixed key (replay), or a new one each time (`keyPrefix-1`, `-2`, …). */
-export type Keys = { fixed: string; expectBody: string } | { uniquePrefix: string };
+export type Keys = { fixed: string; expectBody?: string } | { uniquePrefix: string };
 
-function once(url: string, keys: Keys, connections: number, duration: number) {
+/** How long one load lasts: seconds, or a fixed number of requests. */
+export type Extent = { duration: number } | { amount: number };
+
+/** One autocannon run of `POST /orders` with these keys. */
+export function sendLoad(url: string, keys: Keys, connections: number, extent: Extent) {
   const headers = { "content-type": "application/json" };
   if ("fixed" in keys) {
     return autocannon({
       url: `${url}${ORDERS_PATH}`,
       method: "POST",
       connections,
-      duration,
+      ...extent,
       headers: { ...headers, "idempotency-key": keys.fixed },
       body: ORDER_BODY,
       expectBody: keys.expectBody,
@@ -45,7 +49,7 @@ function once(url: string, keys: Keys, connections: number, duration: number) {
   return autocannon({
     url: `${url}${ORDERS_PATH}`,
     connections,
-    duration,
+    ...extent,
     requests: [
       {
         method: "POST",
@@ -65,10 +69,10 @@ function once(url: string, keys: Keys, connections: number, duration: number) {
 export async function runLoad(url: string, keys: Keys, options: LoadOptions): Promise<LoadResult> {
   if (options.warmup > 0) {
     const warmupKeys = "fixed" in keys ? keys : { uniquePrefix: `${keys.uniquePrefix}-warmup` };
-    await once(url, warmupKeys, options.connections, options.warmup);
+    await sendLoad(url, warmupKeys, options.connections, { duration: options.warmup });
   }
   const cpuBefore = await serverCpu(url);
-  const result = await once(url, keys, options.connections, options.duration);
+  const result = await sendLoad(url, keys, options.connections, { duration: options.duration });
   const cpuAfter = await serverCpu(url);
   return {
     cpuMicrosPerRequest: (cpuAfter - cpuBefore) / Math.max(1, result.requests.total),
@@ -84,7 +88,7 @@ export async function runLoad(url: string, keys: Keys, options: LoadOptions): Pr
 }
 
 /** The server process's CPU time so far, in microseconds (its `GET /__bench/cpu`). */
-async function serverCpu(url: string): Promise<number> {
+export async function serverCpu(url: string): Promise<number> {
   const response = await fetch(`${url}${CPU_PATH}`);
   return ((await response.json()) as { micros: number }).micros;
 }

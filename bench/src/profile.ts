@@ -10,10 +10,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import autocannon from "autocannon";
 import { freshSqlitePath, startServer } from "./child.js";
-import { CPU_PATH, type Library, ORDERS_PATH, type ServerConfig, type StoreKind } from "./config.js";
-import { ORDER_BODY } from "./order.js";
+import type { Library, ServerConfig, StoreKind } from "./config.js";
+import { sendLoad, serverCpu } from "./load.js";
 import { startRedis } from "./redis.js";
 
 const { values, positionals } = parseArgs({
@@ -43,34 +42,22 @@ const nodeOptions = [...(values["node-option"] ?? [])];
 if (values["cpu-prof"]) nodeOptions.push("--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`);
 const server = await startServer(config, nodeOptions);
 
-let sequence = 0;
 const tag = Date.now().toString(36);
-function load(amount: number) {
-  return autocannon({
-    url: `${server.url}${ORDERS_PATH}`,
+let loads = 0;
+// Replays: one key, seeded by the warm-up. First executions: new keys for every load.
+const load = (amount: number) =>
+  sendLoad(
+    server.url,
+    scenario === "replay" ? { fixed: `${tag}-replay` } : { uniquePrefix: `${tag}-${++loads}` },
     connections,
-    amount,
-    requests: [
-      {
-        method: "POST",
-        body: ORDER_BODY,
-        setupRequest: (request) => {
-          sequence += 1;
-          const key = scenario === "replay" ? `${tag}-replay` : `${tag}-${sequence}`;
-          return { ...request, headers: { "content-type": "application/json", "idempotency-key": key } };
-        },
-      },
-    ],
-  });
-}
-const cpu = async () =>
-  ((await (await fetch(`${server.url}${CPU_PATH}`)).json()) as { micros: number }).micros;
+    { amount },
+  );
 
 try {
   await load(warmup);
-  const before = await cpu();
+  const before = await serverCpu(server.url);
   const result = await load(requests);
-  const after = await cpu();
+  const after = await serverCpu(server.url);
   const bad = result.non2xx + result.errors + result.timeouts;
   console.log(
     `${target} ${scenario}: ${((after - before) / requests).toFixed(1)} µs CPU per request over ${requests} requests` +
