@@ -1,7 +1,10 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/index.ts", "src/node.ts"],
+  entry: ["src/index.ts", "src/node.ts", "src/testing.ts"],
+  // One copy of each module across the entries, in CommonJS too: an error thrown by `@idempotency/core/node`
+  // or `/testing` is an instance of the class `@idempotency/core` exports.
+  splitting: true,
   format: ["esm", "cjs"],
   dts: true,
   clean: true,

@@ -8,7 +8,6 @@ export {
 } from "./client.js";
 export { TableHooks } from "./hooks.js";
 export { signalReport } from "./signal.js";
-export { TableStore } from "./store.js";
 export { type DescribeBindingOptions, describeBindingBehaviour } from "./table.js";
 export type {
   AppFactory,

@@ -4,11 +4,11 @@ import {
   type IdempotencyOptions,
   PROBLEM_TYPES,
 } from "@idempotency/core";
+import { type InstrumentedStore, instrumentedStore } from "@idempotency/core/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
 import { type HttpRequestInit, type HttpResponse, httpRequest, openRequest } from "./client.js";
 import { TableHooks } from "./hooks.js";
-import { TableStore } from "./store.js";
 import type { AppFactory, ConnectionCounter, MountMode, RunningApp } from "./types.js";
 
 /** Options of {@link describeBindingBehaviour}. */
@@ -23,7 +23,7 @@ export interface DescribeBindingOptions {
 interface CaseApp {
   app: RunningApp;
   hooks: TableHooks;
-  store: TableStore;
+  store: InstrumentedStore;
   events: IdempotencyEvent[];
   /** The route's full path as the server sees it: `/api/orders` under the prefix mount, else `/orders`. */
   path(route: string): string;
@@ -111,7 +111,7 @@ export function describeBindingBehaviour(
 
         async function start(overrides: Partial<IdempotencyOptions> = {}): Promise<CaseApp> {
           const hooks = new TableHooks();
-          const store = new TableStore();
+          const store = instrumentedStore();
           const events: IdempotencyEvent[] = [];
           const waiters: Array<{ type: string; resolve: (event: IdempotencyEvent) => void }> = [];
           const claimedByWaiter = new Set<IdempotencyEvent>();
@@ -608,7 +608,7 @@ export function describeBindingBehaviour(
             `completes the record before the client has the whole response (${framing}): an immediate retry replays`,
             async () => {
               const t = await start();
-              t.store.completeDelayMs = 50; // a slow store: a binding that ends the response early is caught
+              t.store.delays.complete = 50; // a slow store: a binding that ends the response early is caught
               let completedAtEnd: boolean | undefined;
               const init = { key: `k-immediate-${framing}`, json: ORDER };
               const first = await t.send(route, {

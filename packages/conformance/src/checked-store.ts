@@ -1,4 +1,4 @@
-import { type IdempotencyStore, IdempotencyStoreError } from "@idempotency/core";
+import { type IdempotencyStore, IdempotencyStoreError, wrapStore } from "@idempotency/core";
 
 /**
  * Whether `error` is an `IdempotencyStoreError`. The `code` check accepts one thrown by a second copy of the
@@ -19,23 +19,15 @@ function describeThrown(error: unknown): string {
  * `IdempotencyStoreError`. Anything else thrown is turned into a failure that names the method.
  */
 export function checkedStore(store: IdempotencyStore, label: string): IdempotencyStore {
-  const call = async <T>(method: string, run: () => Promise<T>): Promise<T> => {
+  return wrapStore(store, async (call, proceed) => {
     try {
-      return await run();
+      return await proceed();
     } catch (error) {
       if (isStoreError(error)) throw error;
       throw new Error(
-        `${label}.${method}() threw ${describeThrown(error)}; a store must throw only IdempotencyStoreError`,
+        `${label}.${call.operation}() threw ${describeThrown(error)}; a store must throw only IdempotencyStoreError`,
         { cause: error },
       );
     }
-  };
-  return {
-    begin: (...args) => call("begin", () => store.begin(...args)),
-    complete: (...args) => call("complete", () => store.complete(...args)),
-    extend: (...args) => call("extend", () => store.extend(...args)),
-    release: (...args) => call("release", () => store.release(...args)),
-    get: (...args) => call("get", () => store.get(...args)),
-    delete: (...args) => call("delete", () => store.delete(...args)),
-  };
+  });
 }

@@ -1,5 +1,6 @@
 import { IdempotencyStoreError, toStoreError } from "./errors.js";
 import type { IdempotencyStore, StoreCallOptions } from "./store.js";
+import { wrapStore } from "./wrap-store.js";
 
 /**
  * The store as the engine calls it: every call bounded by `storeTimeoutMs`, which the store also receives
@@ -8,7 +9,7 @@ import type { IdempotencyStore, StoreCallOptions } from "./store.js";
  * out counts as failed; a store that cannot refuse to apply it late leaves a lease that expires on its own.
  */
 export function guardStore(store: IdempotencyStore, timeoutMs: number): IdempotencyStore {
-  const call: StoreCallOptions = Object.freeze({ timeoutMs });
+  const deadline: StoreCallOptions = Object.freeze({ timeoutMs });
   function guard<R>(operation: string, run: () => Promise<R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -32,13 +33,5 @@ export function guardStore(store: IdempotencyStore, timeoutMs: number): Idempote
       }
     });
   }
-  return {
-    begin: (key, args) => guard("begin", () => store.begin(key, args, call)),
-    complete: (key, token, response, ttlMs) =>
-      guard("complete", () => store.complete(key, token, response, ttlMs, call)),
-    extend: (key, token, leaseMs) => guard("extend", () => store.extend(key, token, leaseMs, call)),
-    release: (key, token) => guard("release", () => store.release(key, token, call)),
-    get: (key) => guard("get", () => store.get(key, call)),
-    delete: (key) => guard("delete", () => store.delete(key, call)),
-  };
+  return wrapStore(store, (call, proceed) => guard(call.operation, () => proceed(deadline)));
 }

@@ -40,3 +40,4 @@ export type { IdempotencyRequest } from "./request.js";
 export type { RunContext, RunOptions } from "./run.js";
 export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";
 export { splitRequestTarget } from "./target.js";
+export { type StoreCall, type StoreInterceptor, type StoreOperation, wrapStore } from "./wrap-store.js";

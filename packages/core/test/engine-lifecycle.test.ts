@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { MemoryStore, PROBLEM_TYPES } from "../src/index.js";
 import { type Handler, send } from "./harness.js";
-import { deferred, events, eventTypes, InstrumentedStore, store, T0, useEngineFixture } from "./support.js";
+import { deferred, events, eventTypes, instrumentedStore, store, T0, useEngineFixture } from "./support.js";
 
 const LEASE = 3_000;
 
@@ -178,9 +178,9 @@ describe("crash, takeover and fencing", () => {
   it("delivers the stale owner's response to its own client even though it cannot store it", async () => {
     // Two processes over the same records; process A loses its connection to the store while its handler runs.
     const shared = new MemoryStore();
-    const storeA = new InstrumentedStore(shared);
+    const storeA = instrumentedStore(shared);
     const processA = engine({ store: storeA });
-    const processB = engine({ store: new InstrumentedStore(shared) });
+    const processB = engine({ store: instrumentedStore(shared) });
     const gate = deferred();
     const stale = send(processA, { key: "k" }, async (res) => {
       await gate.promise;

@@ -69,14 +69,14 @@ describe("storeTimeoutMs", () => {
       await res.end();
     });
     await released;
-    expect(store.deadlines.map(([method]) => method)).toEqual([
+    expect(store.log.map((call) => call.operation)).toEqual([
       "begin",
       "extend",
       "complete",
       "begin",
       "release",
     ]);
-    for (const [, call] of store.deadlines) expect(call).toEqual({ timeoutMs: 700 });
+    for (const call of store.log) expect(call.options).toEqual({ timeoutMs: 700 });
   });
 
   it("defaults to 2 s, or a third of a shorter lease", () => {

@@ -10,33 +10,7 @@ import {
   type IdempotencyRequest,
   parseIdempotencyKey,
 } from "../src/index.js";
-
-/**
- * A test store that can stop hearing the renewals of one owner: what the store sees of a process that froze
- * or died. `silenceOwnerOf(key)` silences the token that last claimed `key`; a later owner is heard again.
- */
-export interface SilenceableStore {
-  silenceOwnerOf(key: string): void;
-}
-
-/** The owners whose renewals no longer reach a store, for test stores to share. */
-export class SilencedOwners {
-  readonly #owners = new Map<string, string>();
-  readonly #silenced = new Set<string>();
-
-  claimed(key: string, token: string): void {
-    this.#owners.set(key, token);
-  }
-
-  silence(key: string): void {
-    const token = this.#owners.get(key);
-    if (token !== undefined) this.#silenced.add(token);
-  }
-
-  has(token: string): boolean {
-    return this.#silenced.has(token);
-  }
-}
+import type { InstrumentedStore } from "../src/testing.js";
 
 export interface HarnessRequest {
   method?: string;
@@ -110,7 +84,7 @@ export interface HandlerContext {
   disconnect(): void;
   /**
    * Simulate a process that froze (a long GC, a paused VM) or died: its renewals stop reaching the store, so
-   * the lease runs out. The engine's store must be a {@link SilenceableStore}. A crash is `stall()` plus a
+   * the lease runs out. The engine's store must be an `InstrumentedStore` (`@idempotency/core/testing`). A crash is `stall()` plus a
    * handler that never finishes.
    */
   stall(): void;
@@ -264,8 +238,7 @@ export async function send(
     notStarted: () => execution?.notStarted(),
     disconnect: () => connection.drop(),
     stall: () => {
-      if (identity !== undefined)
-        (engine.options.store as unknown as SilenceableStore).silenceOwnerOf(identity);
+      if (identity !== undefined) (engine.options.store as InstrumentedStore).silenceOwnerOf(identity);
     },
   };
   try {

@@ -8,15 +8,14 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { identityKey } from "../src/identity.js";
 import {
-  type BeginArgs,
   createIdempotency,
   decodeResponse,
   type Idempotency,
   type IdempotencyEvent,
-  type IdempotencyStore,
   MemoryStore,
 } from "../src/index.js";
-import { type Exchange, type SilenceableStore, SilencedOwners, send } from "./harness.js";
+import { instrumentedStore } from "../src/testing.js";
+import { type Exchange, send } from "./harness.js";
 import { deferred } from "./support.js";
 
 const LEASE = 3_000;
@@ -70,44 +69,12 @@ const command: fc.Arbitrary<Command> = fc.oneof(
   },
 );
 
-/** A store whose calls run only when the model lets them, in the order it picks: the race scheduler. */
-class ScheduledStore implements IdempotencyStore, SilenceableStore {
-  readonly pending: Array<() => void> = [];
-  readonly #silenced = new SilencedOwners();
-  constructor(readonly inner: MemoryStore) {}
-
-  silenceOwnerOf(key: string): void {
-    this.#silenced.silence(key);
-  }
-
-  #schedule<T>(call: () => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.pending.push(() => void call().then(resolve, reject));
-    });
-  }
-  begin(key: string, args: BeginArgs) {
-    return this.#schedule(async () => {
-      const result = await this.inner.begin(key, args);
-      if (result.state === "claimed") this.#silenced.claimed(key, args.token);
-      return result;
-    });
-  }
-  complete(key: string, token: string, response: Uint8Array | null, ttlMs: number) {
-    return this.#schedule(() => this.inner.complete(key, token, response, ttlMs));
-  }
-  extend(key: string, token: string, leaseMs: number) {
-    if (this.#silenced.has(token)) return Promise.resolve(true); // a frozen or dead process's renewal
-    return this.#schedule(() => this.inner.extend(key, token, leaseMs));
-  }
-  release(key: string, token: string) {
-    return this.#schedule(() => this.inner.release(key, token));
-  }
-  get(key: string) {
-    return this.#schedule(() => this.inner.get(key));
-  }
-  delete(key: string) {
-    return this.#schedule(() => this.inner.delete(key));
-  }
+/** The race scheduler: every store call waits in `pending` until the model runs it, in the order it picks. */
+function scheduledStore() {
+  const pending: Array<() => void> = [];
+  const store = instrumentedStore(new MemoryStore());
+  store.gate = (run) => pending.push(run);
+  return Object.assign(store, { pending });
 }
 
 interface Execution {
@@ -131,7 +98,7 @@ const settle = async () => {
 };
 
 class Model {
-  readonly store = new ScheduledStore(new MemoryStore());
+  readonly store = scheduledStore();
   readonly engines: Idempotency[];
   readonly executions: Execution[] = [];
   readonly requests: InFlightRequest[] = [];

@@ -3,7 +3,8 @@ import { request as rawRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline, Readable } from "node:stream";
-import { httpRequest, TableStore } from "@idempotency/binding-tests";
+import { httpRequest } from "@idempotency/binding-tests";
+import { instrumentedStore } from "@idempotency/core/testing";
 import express from "express";
 import express4 from "express4";
 import { afterEach, describe, expect, it } from "vitest";
@@ -151,8 +152,8 @@ describe.each([
   });
 
   it("holds back the last byte of a Content-Length body until the record is completed", async () => {
-    const store = new TableStore();
-    store.completeDelayMs = 50;
+    const store = instrumentedStore();
+    store.delays.complete = 50;
     const { send, events, url } = await serve(
       (app, guard) => {
         app.post("/sized", guard, (_req, res) => {
@@ -181,8 +182,8 @@ describe.each([
   });
 
   it("does not show a body-less response before the record is completed", async () => {
-    const store = new TableStore();
-    store.completeDelayMs = 50;
+    const store = instrumentedStore();
+    store.delays.complete = 50;
     const { send } = await serve(
       (app, guard) => {
         app.post("/accepted", guard, (_req, res) => {

@@ -8,7 +8,7 @@ import { FASTIFY_VERSIONS, recording, serve, until, untilNoConnections } from ".
 describe.each(FASTIFY_VERSIONS)("%s response capture", (_name, lib) => {
   it("captures a hijacked reply written to reply.raw, completing the record before the client has the end", async () => {
     const { options, store, events } = recording();
-    store.completeDelayMs = 50; // a slow store: an end that is not held back is caught
+    store.delays.complete = 50; // a slow store: an end that is not held back is caught
     let runs = 0;
     const { send } = await serve(lib, async (app) => {
       await app.register(idempotency, { ...options, allRoutes: true });

@@ -1,5 +1,6 @@
-import { type HttpRequestInit, httpRequest, TableStore } from "@idempotency/binding-tests";
+import { type HttpRequestInit, httpRequest } from "@idempotency/binding-tests";
 import type { IdempotencyEvent, IdempotencyOptions } from "@idempotency/core";
+import { instrumentedStore } from "@idempotency/core/testing";
 import type { FastifyInstance } from "fastify";
 import fastify from "fastify";
 import fastify4 from "fastify4";
@@ -17,10 +18,10 @@ afterEach(async () => {
   for (const close of opened.splice(0)) await close();
 });
 
-/** Options on a fresh TableStore (call counts, a switchable outage) that record every event. */
+/** Options on a fresh instrumented store (call counts, a switchable outage) that record every event. */
 export function recording(overrides: Partial<IdempotencyOptions> = {}) {
   const events: IdempotencyEvent[] = [];
-  const store = new TableStore();
+  const store = instrumentedStore();
   const options: IdempotencyOptions = {
     store,
     scope: "global",

@@ -192,7 +192,7 @@ for (const [major, KoaApp] of MAJORS) {
         "does not send the head early when a handler flushes headers before its body",
         async () => {
           const { options, store } = setup();
-          store.completeDelayMs = 50;
+          store.delays.complete = 50;
           const app = newApp().use(idempotency(options));
           app.use(async (ctx) => {
             ctx.status = 201;
@@ -222,7 +222,7 @@ for (const [major, KoaApp] of MAJORS) {
         "holds back the end of a streamed body with a Content-Length until the record is completed",
         async () => {
           const { options, store, events } = setup();
-          store.completeDelayMs = 50;
+          store.delays.complete = 50;
           const app = newApp().use(idempotency(options));
           app.use(async (ctx) => {
             ctx.type = "application/octet-stream";
@@ -286,7 +286,7 @@ for (const [major, KoaApp] of MAJORS) {
         "refuses a write after end while the end waits for the store",
         async () => {
           const { options, store } = setup();
-          store.completeDelayMs = 50;
+          store.delays.complete = 50;
           const app = newApp().use(idempotency(options));
           const results: unknown[] = [];
           app.use(async (ctx) => {

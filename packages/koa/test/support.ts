@@ -1,6 +1,6 @@
 import type { Server } from "node:http";
-import { TableStore } from "@idempotency/binding-tests";
 import type { IdempotencyEvent, IdempotencyOptions } from "@idempotency/core";
+import { instrumentedStore } from "@idempotency/core/testing";
 import Koa3 from "koa";
 import Koa2 from "koa2";
 import { afterEach } from "vitest";
@@ -46,7 +46,7 @@ export async function start(app: Parameters<typeof listen>[0]): Promise<Started>
 
 /** Options over a counting store, recording events; `scope: "global"`. */
 export function setup(extra: Partial<IdempotencyOptions> = {}) {
-  const store = new TableStore();
+  const store = instrumentedStore();
   const events: IdempotencyEvent[] = [];
   const options: IdempotencyOptions = {
     store,
