@@ -1,4 +1,4 @@
-import { IdempotencyOptionsError, type IdempotencyStore } from "@idempotency/core";
+import { IdempotencyOptionsError, type IdempotencyStore, wholeNumberOption } from "@idempotency/core";
 import { checkedStore } from "./checked-store.js";
 import {
   DEFAULT_CONCURRENCY,
@@ -46,17 +46,6 @@ async function sleep(ms: number): Promise<void> {
   }
 }
 
-function positiveInteger(name: string, value: number | undefined, fallback: number, minimum: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < minimum) {
-    throw new IdempotencyOptionsError(
-      name,
-      `describeStore expects a whole number >= ${minimum}, got ${value}.`,
-    );
-  }
-  return value;
-}
-
 /** Validated options with their defaults filled in. */
 export interface ResolvedOptions {
   advanceTime: ((ms: number) => void | Promise<void>) | undefined;
@@ -73,18 +62,25 @@ export function resolveOptions(options: DescribeStoreOptions = {}): ResolvedOpti
   if (options.stall !== undefined && typeof options.stall !== "function") {
     throw new IdempotencyOptionsError("stall", "describeStore expects a function (ms) => void.");
   }
-  const realTimeLeaseMs = positiveInteger(
-    "realTimeLeaseMs",
-    options.realTimeLeaseMs,
-    DEFAULT_REAL_TIME_LEASE_MS,
-    1,
-  );
+  const realTimeLeaseMs = wholeNumberOption("realTimeLeaseMs", options.realTimeLeaseMs, {
+    min: 1,
+    unit: "milliseconds",
+    fallback: DEFAULT_REAL_TIME_LEASE_MS,
+  });
   return {
     advanceTime: options.advanceTime,
     stall: options.stall,
     timing: timingFor(options.advanceTime ? "controlled" : "real", realTimeLeaseMs),
-    instances: positiveInteger("instances", options.instances, DEFAULT_INSTANCES, 1),
-    concurrency: positiveInteger("concurrency", options.concurrency, DEFAULT_CONCURRENCY, 2),
+    instances: wholeNumberOption("instances", options.instances, {
+      min: 1,
+      unit: "store instances",
+      fallback: DEFAULT_INSTANCES,
+    }),
+    concurrency: wholeNumberOption("concurrency", options.concurrency, {
+      min: 2,
+      unit: "concurrent calls",
+      fallback: DEFAULT_CONCURRENCY,
+    }),
   };
 }
 

@@ -1,7 +1,7 @@
 import { IdempotencyInvalidKeyError, IdempotencyOptionsError } from "./errors.js";
 import { identityKey } from "./identity.js";
 import { parseIdempotencyKey } from "./key.js";
-import type { ResolvedOptions } from "./options.js";
+import { checkOptionNames, type ResolvedOptions } from "./options.js";
 import { RUN_METHOD, RUN_PATH } from "./run.js";
 
 /**
@@ -22,18 +22,11 @@ export interface ForgetTarget {
   path?: string;
 }
 
-const FORGET_OPTIONS = new Set(["scope", "method", "path"]);
+const FORGET_OPTIONS = ["scope", "method", "path"];
 
 /** The hashed identity `forget` deletes, or a typed error naming what is wrong with its arguments. */
 export function forgottenIdentity(key: unknown, target: ForgetTarget, resolved: ResolvedOptions): string {
-  if (typeof target !== "object" || target === null) {
-    throw new IdempotencyOptionsError("forget target", "expected an object { scope?, method?, path? }.");
-  }
-  for (const name of Object.keys(target)) {
-    if (!FORGET_OPTIONS.has(name)) {
-      throw new IdempotencyOptionsError(name, "unknown forget() option. Known: scope, method, path.");
-    }
-  }
+  checkOptionNames(target, FORGET_OPTIONS, "forget() target: an object { scope?, method?, path? }");
   const { scope, method, path } = target;
   if (scope !== undefined && (typeof scope !== "string" || scope.length === 0)) {
     throw new IdempotencyOptionsError("scope", "expected a non-empty string naming the principal.");

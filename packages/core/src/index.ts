@@ -23,10 +23,13 @@ export { DEFAULT_UNREPLAYED_HEADERS, type ResponseHeadersInput } from "./headers
 export { type KeyParseResult, parseIdempotencyKey } from "./key.js";
 export { MemoryStore, type MemoryStoreOptions } from "./memory-store.js";
 export {
+  booleanOption,
   checkOptionNames,
   defaultShouldStore,
   type IdempotencyOptions,
   type ResolvedOptions,
+  type WholeNumberRule,
+  wholeNumberOption,
 } from "./options.js";
 export {
   type IdempotencyProblem,

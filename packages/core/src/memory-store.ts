@@ -1,4 +1,5 @@
 import { IdempotencyOptionsError } from "./errors.js";
+import { checkOptionNames, wholeNumberOption } from "./options.js";
 import type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./store.js";
 
 /**
@@ -79,19 +80,18 @@ export class MemoryStore implements IdempotencyStore {
   #evictCursor: Iterator<string> | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
-    if (typeof options !== "object" || options === null) {
-      throw new IdempotencyOptionsError("options", "expected an object such as { maxEntries: 100_000 }.");
-    }
+    checkOptionNames(options, ["now", "maxEntries"], "an object such as { maxEntries: 100_000 }");
     if (options.now !== undefined && typeof options.now !== "function") {
       throw new IdempotencyOptionsError("now", "expected a function returning epoch milliseconds.");
     }
-    const { maxEntries = Number.POSITIVE_INFINITY } = options;
-    if (maxEntries !== Number.POSITIVE_INFINITY && (!Number.isSafeInteger(maxEntries) || maxEntries < 1)) {
-      throw new IdempotencyOptionsError(
-        "maxEntries",
-        `expected a whole number of records, at least 1, got ${String(maxEntries)}.`,
-      );
-    }
+    const maxEntries =
+      options.maxEntries === Number.POSITIVE_INFINITY
+        ? options.maxEntries
+        : wholeNumberOption("maxEntries", options.maxEntries, {
+            min: 1,
+            unit: "records",
+            fallback: Number.POSITIVE_INFINITY,
+          });
     // Read Date.now at call time, so fake timers (vi.setSystemTime) move this store's clock too.
     this.#now = options.now ?? (() => Date.now());
     this.#maxEntries = maxEntries;

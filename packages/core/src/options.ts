@@ -173,52 +173,38 @@ export function defaultShouldStore(status: number): boolean {
   return status < 500 && !NOT_STORED.has(status);
 }
 
-const KNOWN_OPTIONS = new Set<string>([
-  "store",
-  "scope",
-  "header",
-  "methods",
-  "required",
-  "skip",
-  "formatProblem",
-  "maxKeyLength",
-  "fingerprint",
-  "ttlMs",
-  "leaseMs",
-  "maxExecutionMs",
-  "onLeaseExpired",
-  "waitMs",
-  "retryAfterMs",
-  "shouldStore",
-  "replayHeaders",
-  "maxResponseBytes",
-  "maxRequestBytes",
-  "storeTimeoutMs",
-  "failOpen",
-  "onEvent",
-  "now",
-]);
+// The compiler keeps this list and IdempotencyOptions in step: a missing or an extra name does not compile.
+const KNOWN_OPTIONS = Object.keys({
+  store: true,
+  scope: true,
+  header: true,
+  methods: true,
+  required: true,
+  skip: true,
+  formatProblem: true,
+  maxKeyLength: true,
+  fingerprint: true,
+  ttlMs: true,
+  leaseMs: true,
+  maxExecutionMs: true,
+  onLeaseExpired: true,
+  waitMs: true,
+  retryAfterMs: true,
+  shouldStore: true,
+  replayHeaders: true,
+  maxResponseBytes: true,
+  maxRequestBytes: true,
+  storeTimeoutMs: true,
+  failOpen: true,
+  onEvent: true,
+  now: true,
+} satisfies Record<keyof IdempotencyOptions, true>);
 const STORE_METHODS = ["begin", "complete", "extend", "release", "get", "delete"] as const;
 // RFC 9110 token characters: what a header name and a method may consist of.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function fail(option: string, message: string): never {
   throw new IdempotencyOptionsError(option, message);
-}
-
-function positiveInteger(option: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
-    fail(option, `expected a positive whole number of milliseconds, got ${describe(value)}.`);
-  }
-  return value;
-}
-
-function optionalBoolean(option: string, value: unknown): boolean {
-  if (value !== undefined && typeof value !== "boolean") {
-    fail(option, `expected true or false, got ${describe(value)}.`);
-  }
-  return value ?? false;
 }
 
 function headerNames(option: string, value: unknown): string[] {
@@ -259,26 +245,21 @@ const DEFAULT_MAX_EXECUTION_MS = 600_000;
 function resolveMaxExecution(value: unknown, leaseMs: number, ttlMs: number): number {
   if (value === false) return Number.POSITIVE_INFINITY;
   if (value === undefined) return Math.max(leaseMs, Math.min(ttlMs, DEFAULT_MAX_EXECUTION_MS));
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
-    fail(
-      "maxExecutionMs",
-      `expected a positive whole number of milliseconds or false, got ${describe(value)}.`,
-    );
-  }
-  if (value < leaseMs) {
+  const ms = wholeNumberOption("maxExecutionMs", value, { min: 1, unit: "milliseconds or false" });
+  if (ms < leaseMs) {
     fail(
       "maxExecutionMs",
       `must be at least leaseMs (${leaseMs}): the first lease already lets a handler run that long.`,
     );
   }
-  if (value > ttlMs) {
+  if (ms > ttlMs) {
     fail(
       "maxExecutionMs",
       `must not exceed ttlMs (${ttlMs}): a handler running past its record's lifetime has no record to complete. ` +
         "Raise ttlMs, or pass false to renew for as long as the handler runs.",
     );
   }
-  return value;
+  return ms;
 }
 
 function optionalFunction<T>(option: string, value: unknown): T | undefined {
@@ -325,6 +306,84 @@ export function checkOptionNames(options: unknown, known: Iterable<string>, expe
   }
 }
 
+/**
+ * What {@link wholeNumberOption} accepts: the smallest allowed value, the unit it counts, and a default.
+ *
+ * @example
+ * ```ts
+ * const timeout: WholeNumberRule = { min: 1, unit: "milliseconds", fallback: 1_000 };
+ * ```
+ */
+export interface WholeNumberRule {
+  /** The smallest value allowed, e.g. `0` or `1`. */
+  min: number;
+  /** What the number counts, in the plural, for the message: `"milliseconds"`, `"bytes"`, `"records"`. */
+  unit: string;
+  /** The value when the option is absent; without one, the option is required. */
+  fallback?: number;
+}
+
+/**
+ * Checks one numeric option: a safe whole number of at least `rule.min`, or absent (then `rule.fallback`).
+ * Throws `IdempotencyOptionsError` naming the option with what it expected and what it got, the same message
+ * for every option of the engine, the stores and the bindings.
+ *
+ * @param option - the option's name, for the message
+ * @param value - what the user passed
+ * @param rule - the smallest value, the unit and the default
+ *
+ * @example
+ * ```ts
+ * import { checkOptionNames, wholeNumberOption } from "@idempotency/core";
+ *
+ * class MyStore {
+ *   constructor(options: { client: MyClient; timeoutMs?: number }) {
+ *     checkOptionNames(options, ["client", "timeoutMs"], "an object such as `{ client }`");
+ *     this.timeoutMs = wholeNumberOption("timeoutMs", options.timeoutMs, {
+ *       min: 1,
+ *       unit: "milliseconds",
+ *       fallback: 1_000,
+ *     }); // "expected a positive whole number of milliseconds, got -5."
+ *   }
+ * }
+ * ```
+ */
+export function wholeNumberOption(option: string, value: unknown, rule: WholeNumberRule): number {
+  if (value === undefined && rule.fallback !== undefined) return rule.fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < rule.min) {
+    const expected =
+      rule.min === 1
+        ? `a positive whole number of ${rule.unit}`
+        : rule.min === 0
+          ? `a whole number of ${rule.unit}, 0 or more`
+          : `a whole number of ${rule.unit}, at least ${rule.min}`;
+    fail(option, `expected ${expected}, got ${describe(value)}.`);
+  }
+  return value;
+}
+
+/**
+ * Checks one boolean option: `true`, `false`, or absent (then `fallback`). Throws `IdempotencyOptionsError`
+ * naming the option otherwise, so `"false"` (a string from an environment variable) fails at construction
+ * instead of counting as true.
+ *
+ * @param option - the option's name, for the message
+ * @param value - what the user passed
+ * @param fallback - the value when the option is absent
+ *
+ * @example
+ * ```ts
+ * import { booleanOption } from "@idempotency/core";
+ *
+ * const allRoutes = booleanOption("allRoutes", options.allRoutes, false); // "expected true or false, got \"yes\"."
+ * ```
+ */
+export function booleanOption(option: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") fail(option, `expected true or false, got ${describe(value)}.`);
+  return value;
+}
+
 /** Validates every option and applies the defaults; throws `IdempotencyOptionsError` naming the option. */
 export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   checkOptionNames(options, KNOWN_OPTIONS, "an object with at least `store` and `scope`");
@@ -363,17 +422,12 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     }
   }
 
-  if (options.required !== undefined && typeof options.required !== "boolean") {
-    fail("required", `expected true or false, got ${describe(options.required)}.`);
-  }
-
-  const maxKeyLength = options.maxKeyLength ?? 255;
-  if (typeof maxKeyLength !== "number" || !Number.isSafeInteger(maxKeyLength) || maxKeyLength < 1) {
-    fail(
-      "maxKeyLength",
-      `expected a whole number of characters of at least 1, got ${describe(maxKeyLength)}.`,
-    );
-  }
+  const required = booleanOption("required", options.required, false);
+  const maxKeyLength = wholeNumberOption("maxKeyLength", options.maxKeyLength, {
+    min: 1,
+    unit: "characters",
+    fallback: 255,
+  });
 
   const fingerprint = options.fingerprint as unknown;
   if (fingerprint !== undefined && fingerprint !== false && typeof fingerprint !== "function") {
@@ -390,45 +444,42 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     }
   }
 
-  const ttlMs = positiveInteger("ttlMs", options.ttlMs, 86_400_000);
-  const leaseMs = positiveInteger("leaseMs", options.leaseMs, 30_000);
+  const ttlMs = wholeNumberOption("ttlMs", options.ttlMs, {
+    min: 1,
+    unit: "milliseconds",
+    fallback: 86_400_000,
+  });
+  const leaseMs = wholeNumberOption("leaseMs", options.leaseMs, {
+    min: 1,
+    unit: "milliseconds",
+    fallback: 30_000,
+  });
   if (leaseMs < 3) fail("leaseMs", "must be at least 3 ms, since the lease is renewed every leaseMs / 3.");
   if (leaseMs > ttlMs)
     fail("leaseMs", `must not exceed ttlMs (${ttlMs}); a lease cannot outlive its record.`);
 
   const maxExecutionMs = resolveMaxExecution(options.maxExecutionMs, leaseMs, ttlMs);
-  const retryAfterMs = positiveInteger("retryAfterMs", options.retryAfterMs, 1_000);
+  const retryAfterMs = wholeNumberOption("retryAfterMs", options.retryAfterMs, {
+    min: 1,
+    unit: "milliseconds",
+    fallback: 1_000,
+  });
 
   const onLeaseExpired = options.onLeaseExpired ?? "run-again";
   if (onLeaseExpired !== "run-again" && onLeaseExpired !== "conflict") {
     fail("onLeaseExpired", `expected "run-again" or "conflict", got ${describe(onLeaseExpired)}.`);
   }
 
-  const waitMs = options.waitMs ?? 0;
-  if (typeof waitMs !== "number" || !Number.isSafeInteger(waitMs) || waitMs < 0) {
-    fail("waitMs", `expected a whole number of milliseconds, 0 or more, got ${describe(waitMs)}.`);
-  }
-  const maxResponseBytes = options.maxResponseBytes ?? 1_048_576;
-  if (
-    typeof maxResponseBytes !== "number" ||
-    !Number.isSafeInteger(maxResponseBytes) ||
-    maxResponseBytes < 0
-  ) {
-    fail(
-      "maxResponseBytes",
-      `expected a whole number of bytes, 0 or more, got ${describe(maxResponseBytes)}.`,
-    );
-  }
-  const maxRequestBytes = options.maxRequestBytes ?? 1_048_576;
-  if (typeof maxRequestBytes !== "number" || !Number.isSafeInteger(maxRequestBytes) || maxRequestBytes < 0) {
-    fail("maxRequestBytes", `expected a whole number of bytes, 0 or more, got ${describe(maxRequestBytes)}.`);
-  }
+  const waitMs = wholeNumberOption("waitMs", options.waitMs, { min: 0, unit: "milliseconds", fallback: 0 });
+  const bytes = { min: 0, unit: "bytes", fallback: 1_048_576 };
+  const maxResponseBytes = wholeNumberOption("maxResponseBytes", options.maxResponseBytes, bytes);
+  const maxRequestBytes = wholeNumberOption("maxRequestBytes", options.maxRequestBytes, bytes);
   // A store call must be able to fail before the lease it protects runs out.
-  const storeTimeoutMs = positiveInteger(
-    "storeTimeoutMs",
-    options.storeTimeoutMs,
-    Math.min(2_000, Math.ceil(leaseMs / 3)),
-  );
+  const storeTimeoutMs = wholeNumberOption("storeTimeoutMs", options.storeTimeoutMs, {
+    min: 1,
+    unit: "milliseconds",
+    fallback: Math.min(2_000, Math.ceil(leaseMs / 3)),
+  });
   if (storeTimeoutMs >= leaseMs) {
     fail(
       "storeTimeoutMs",
@@ -441,7 +492,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     scope: options.scope,
     header,
     methods: new Set(methods.map((method) => method.toUpperCase())),
-    required: options.required ?? false,
+    required,
     skip: optionalFunction("skip", options.skip),
     formatProblem: optionalFunction("formatProblem", options.formatProblem),
     maxKeyLength,
@@ -456,7 +507,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     maxResponseBytes,
     maxRequestBytes,
     storeTimeoutMs,
-    failOpen: optionalBoolean("failOpen", options.failOpen),
+    failOpen: booleanOption("failOpen", options.failOpen, false),
     shouldStore: optionalFunction("shouldStore", options.shouldStore) ?? defaultShouldStore,
     onEvent: optionalFunction("onEvent", options.onEvent),
     now: optionalFunction("now", options.now) ?? (() => Date.now()),

@@ -7,7 +7,7 @@ import {
 import type { Emit, IdempotencyEventBase } from "./events.js";
 import type { ClaimedExecution } from "./execution.js";
 import { hashParts } from "./fingerprint.js";
-import type { ResolvedOptions } from "./options.js";
+import { checkOptionNames, type ResolvedOptions, wholeNumberOption } from "./options.js";
 import { decodeStored } from "./replay.js";
 
 /** The method and path of function-API records: no HTTP path is empty, so they never meet HTTP records. */
@@ -69,7 +69,7 @@ export interface RunOptions {
   waitMs?: number;
 }
 
-const RUN_OPTIONS = new Set(["scope", "fingerprint", "waitMs"]);
+const RUN_OPTIONS = ["scope", "fingerprint", "waitMs"];
 
 export function resolveRunCall(
   key: unknown,
@@ -86,14 +86,7 @@ export function resolveRunCall(
   if (typeof fn !== "function") {
     throw new TypeError(`run() needs a function to protect as its second argument; got ${typeof fn}.`);
   }
-  if (typeof options !== "object" || options === null) {
-    throw new IdempotencyOptionsError("run options", "expected an object { scope?, fingerprint?, waitMs? }.");
-  }
-  for (const name of Object.keys(options)) {
-    if (!RUN_OPTIONS.has(name)) {
-      throw new IdempotencyOptionsError(name, "unknown run() option. Known: scope, fingerprint, waitMs.");
-    }
-  }
+  checkOptionNames(options, RUN_OPTIONS, "run() options: an object { scope?, fingerprint?, waitMs? }");
   const { scope, fingerprint, waitMs = resolved.waitMs } = options;
   if (scope !== undefined && (typeof scope !== "string" || scope.length === 0)) {
     throw new IdempotencyOptionsError("scope", "expected a non-empty string naming the principal.");
@@ -107,9 +100,7 @@ export function resolveRunCall(
   if (fingerprint !== undefined && typeof fingerprint !== "string" && !(fingerprint instanceof Uint8Array)) {
     throw new IdempotencyOptionsError("fingerprint", "expected a string or a Uint8Array.");
   }
-  if (typeof waitMs !== "number" || !Number.isSafeInteger(waitMs) || waitMs < 0) {
-    throw new IdempotencyOptionsError("waitMs", "expected a whole number of milliseconds, 0 or more.");
-  }
+  wholeNumberOption("waitMs", waitMs, { min: 0, unit: "milliseconds" });
   return {
     scope: scope ?? "global",
     fingerprint: fingerprint === undefined ? "none" : hashParts(["run", fingerprint]),

@@ -108,7 +108,7 @@ describe("MemoryStore", () => {
         expect(() => new MemoryStore({ maxEntries })).toThrow(IdempotencyOptionsError);
       }
       expect(() => new MemoryStore({ maxEntries: 0 })).toThrow(
-        'Invalid option "maxEntries": expected a whole number of records, at least 1, got 0.',
+        'Invalid option "maxEntries": expected a positive whole number of records, got 0.',
       );
     });
   });

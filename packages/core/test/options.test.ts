@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import {
+  booleanOption,
   checkOptionNames,
   createIdempotency,
   defaultShouldStore,
   type IdempotencyOptions,
   IdempotencyOptionsError,
   MemoryStore,
+  wholeNumberOption,
 } from "../src/index.js";
 
 const store = new MemoryStore();
@@ -32,7 +34,11 @@ describe("options are validated at construction", () => {
     ["methods", { store, scope: "global", methods: "POST" }, /non-empty array/],
     ["methods", { store, scope: "global", methods: ["PO ST"] }, /HTTP method names/],
     ["required", { store, scope: "global", required: "yes" }, /true or false/],
-    ["maxKeyLength", { store, scope: "global", maxKeyLength: 0 }, /at least 1/],
+    [
+      "maxKeyLength",
+      { store, scope: "global", maxKeyLength: 0 },
+      /positive whole number of characters, got 0/,
+    ],
     ["maxKeyLength", { store, scope: "global", maxKeyLength: 1.5 }, /whole number/],
     ["fingerprint", { store, scope: "global", fingerprint: true }, /expected false/],
     ["fingerprint", { store, scope: "global", fingerprint: { headers: ["bad header"] } }, /expected false/],
@@ -179,5 +185,33 @@ describe("checkOptionNames, for store and binding authors", () => {
 
   it.each([undefined, null, "client", 42, ["client"]])("rejects %j as the options", (options) => {
     expect(check(options)).toThrow('Invalid option "options": expected `{ client }`.');
+  });
+});
+
+describe("the shared option checks", () => {
+  it("wholeNumberOption names the option, the unit, the bound and what it got", () => {
+    expect(wholeNumberOption("n", undefined, { min: 0, unit: "bytes", fallback: 7 })).toBe(7);
+    expect(wholeNumberOption("n", 0, { min: 0, unit: "bytes" })).toBe(0);
+    expect(() => wholeNumberOption("n", undefined, { min: 0, unit: "bytes" })).toThrow(
+      'Invalid option "n": expected a whole number of bytes, 0 or more, got undefined.',
+    );
+    expect(() => wholeNumberOption("n", 0, { min: 1, unit: "tries" })).toThrow(
+      'Invalid option "n": expected a positive whole number of tries, got 0.',
+    );
+    expect(() => wholeNumberOption("n", 2.5, { min: 3, unit: "ms" })).toThrow(
+      'Invalid option "n": expected a whole number of ms, at least 3, got 2.5.',
+    );
+    expect(() => wholeNumberOption("n", "5", { min: 0, unit: "ms" })).toThrow(
+      'Invalid option "n": expected a whole number of ms, 0 or more, got "5".',
+    );
+    expect(() => wholeNumberOption("n", 2 ** 53, { min: 0, unit: "ms" })).toThrow(IdempotencyOptionsError);
+  });
+
+  it("booleanOption accepts only true and false, and applies the fallback when absent", () => {
+    expect(booleanOption("b", undefined, true)).toBe(true);
+    expect(booleanOption("b", false, true)).toBe(false);
+    expect(() => booleanOption("b", "false", false)).toThrow(
+      'Invalid option "b": expected true or false, got "false".',
+    );
   });
 });

@@ -1,4 +1,5 @@
 import {
+  booleanOption,
   createIdempotency,
   declareNotStarted,
   executionSignal,
@@ -54,10 +55,8 @@ const REGISTER_OPTIONS = new Set(["prefix", "logLevel", "logSerializers"]);
 const PACKAGE = "@idempotency/fastify";
 
 const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async (fastify, options) => {
-  const { allRoutes = false, ...rest } = options;
-  if (typeof allRoutes !== "boolean") {
-    throw new IdempotencyOptionsError("allRoutes", `expected true or false, got ${typeof allRoutes}.`);
-  }
+  const { allRoutes: allRoutesOption, ...rest } = options;
+  const allRoutes = booleanOption("allRoutes", allRoutesOption, false);
   const engineOptions = Object.fromEntries(
     Object.entries(rest).filter(([name]) => !REGISTER_OPTIONS.has(name)),
   ) as unknown as IdempotencyOptions;

@@ -7,6 +7,7 @@ import {
   IdempotencyStoreError,
   type StoreCallOptions,
   type StoredRecord,
+  wholeNumberOption,
 } from "@idempotency/core";
 import type { Cluster, Redis } from "ioredis";
 import { type Script, scripts } from "./scripts.js";
@@ -108,13 +109,11 @@ export class RedisStore implements IdempotencyStore {
         `expected a string such as "idempotency:", got ${typeof prefix}.`,
       );
     }
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (typeof timeoutMs !== "number" || !Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new IdempotencyOptionsError(
-        "timeoutMs",
-        `expected a positive whole number of milliseconds, got ${String(timeoutMs)}.`,
-      );
-    }
+    const timeoutMs = wholeNumberOption("timeoutMs", options.timeoutMs, {
+      min: 1,
+      unit: "milliseconds",
+      fallback: DEFAULT_TIMEOUT_MS,
+    });
     this.#client = client as BufferCommands;
     this.#prefix = prefix;
     this.#timeoutMs = timeoutMs;

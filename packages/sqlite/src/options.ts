@@ -1,4 +1,4 @@
-import { checkOptionNames, IdempotencyOptionsError } from "@idempotency/core";
+import { checkOptionNames, IdempotencyOptionsError, wholeNumberOption } from "@idempotency/core";
 import type BetterSqlite3 from "better-sqlite3";
 
 /**
@@ -94,14 +94,6 @@ const KNOWN_OPTIONS = new Set([
 ]);
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
-function wholeNumber(option: string, value: unknown, fallback: number, minimum: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < minimum) {
-    throw new IdempotencyOptionsError(option, `expected a whole number >= ${minimum}, got ${String(value)}.`);
-  }
-  return value;
-}
-
 function looksLikeDatabase(value: unknown): value is SqliteDatabase {
   const candidate = value as { prepare?: unknown; transaction?: unknown; pragma?: unknown } | null;
   return (
@@ -173,10 +165,14 @@ export function resolveSqliteStoreOptions(options: SqliteStoreOptions): Resolved
     path,
     table,
     synchronous,
-    busyTimeoutMs: wholeNumber("busyTimeoutMs", options.busyTimeoutMs, 2_000, 0),
+    busyTimeoutMs: wholeNumberOption("busyTimeoutMs", options.busyTimeoutMs, {
+      min: 0,
+      unit: "milliseconds",
+      fallback: 2_000,
+    }),
     // Read Date.now at call time, so fake timers (vi.setSystemTime) move this store's clock too.
     now: options.now ?? (() => Date.now()),
-    sweepEvery: wholeNumber("sweepEvery", options.sweepEvery, 4, 1),
-    sweepLimit: wholeNumber("sweepLimit", options.sweepLimit, 8, 0),
+    sweepEvery: wholeNumberOption("sweepEvery", options.sweepEvery, { min: 1, unit: "claims", fallback: 4 }),
+    sweepLimit: wholeNumberOption("sweepLimit", options.sweepLimit, { min: 0, unit: "records", fallback: 8 }),
   };
 }
