@@ -41,6 +41,14 @@ export {
 export { isBodylessStatus } from "./replay.js";
 export type { IdempotencyRequest } from "./request.js";
 export type { RunContext, RunOptions } from "./run.js";
-export type { BeginArgs, BeginResult, IdempotencyStore, StoreCallOptions, StoredRecord } from "./store.js";
+export {
+  type BeginArgs,
+  type BeginResult,
+  decideBegin,
+  type HeldRecord,
+  type IdempotencyStore,
+  type StoreCallOptions,
+  type StoredRecord,
+} from "./store.js";
 export { splitRequestTarget } from "./target.js";
 export { type StoreCall, type StoreInterceptor, type StoreOperation, wrapStore } from "./wrap-store.js";

@@ -1,6 +1,13 @@
 import { IdempotencyOptionsError } from "./errors.js";
 import { checkOptionNames, wholeNumberOption } from "./options.js";
-import type { BeginArgs, BeginResult, IdempotencyStore, StoredRecord } from "./store.js";
+import {
+  type BeginArgs,
+  type BeginResult,
+  decideBegin,
+  type HeldRecord,
+  type IdempotencyStore,
+  type StoredRecord,
+} from "./store.js";
 
 /**
  * Options of {@link MemoryStore}: its clock, and an optional bound on the number of records. In tests, give
@@ -29,20 +36,17 @@ export interface MemoryStoreOptions {
   maxEntries?: number;
 }
 
-interface InFlight {
-  fingerprint: string;
-  token: string;
+interface InFlight extends HeldRecord {
+  readonly token: string;
+  readonly response: null;
   /** Epoch ms at which the lease ends. */
   leaseUntil: number;
   /** Epoch ms at which the record counts as absent. */
   expiresAt: number;
 }
 
-interface Completed {
-  fingerprint: string;
-  response: Uint8Array | null;
-  /** Epoch ms at which the record counts as absent. */
-  expiresAt: number;
+interface Completed extends HeldRecord {
+  readonly token: null;
 }
 
 /** How many records each operation inspects for expiry, so that sweeping keeps pace with insertion. */
@@ -106,28 +110,23 @@ export class MemoryStore implements IdempotencyStore {
     const now = this.#now();
     this.#sweep(now);
     const done = this.#liveCompleted(key, now);
-    if (done) {
+    const decision = decideBegin(done ?? this.#liveInFlight(key, now), now, args.allowTakeover);
+    if (done && decision.state === "completed") {
       this.#completed.delete(key); // touched: now the most recently used
       this.#completed.set(key, done);
-      return { state: "completed", fingerprint: done.fingerprint, response: copy(done.response) };
+      decision.response = copy(done.response);
     }
-    const running = this.#liveInFlight(key, now);
-    if (running && (running.leaseUntil > now || !args.allowTakeover)) {
-      return {
-        state: "in-flight",
-        fingerprint: running.fingerprint,
-        leaseRemainingMs: Math.max(0, running.leaseUntil - now),
-      };
-    }
+    if (decision.state !== "claimed") return decision;
     this.#inFlight.delete(key); // re-insert at the end, so the sweep cursor reaches fresh records last
     this.#inFlight.set(key, {
       fingerprint: args.fingerprint,
       token: args.token,
       leaseUntil: now + args.leaseMs,
       expiresAt: now + Math.max(args.ttlMs, args.leaseMs),
+      response: null,
     });
     this.#evict();
-    return { state: "claimed", takeover: running !== undefined };
+    return decision;
   }
 
   async complete(key: string, token: string, response: Uint8Array | null, ttlMs: number): Promise<boolean> {
@@ -137,6 +136,8 @@ export class MemoryStore implements IdempotencyStore {
     this.#inFlight.delete(key);
     this.#completed.set(key, {
       fingerprint: running.fingerprint,
+      token: null,
+      leaseUntil: 0,
       response: copy(response),
       expiresAt: now + ttlMs,
     });

@@ -69,6 +69,70 @@ export type BeginResult =
   | { state: "completed"; fingerprint: string; response: Uint8Array | null };
 
 /**
+ * A record as a store that decides `begin` in JavaScript reads it: the shape {@link decideBegin} takes. An
+ * in-flight record has its owner's `token`; a completed one has `token: null` and its `response`.
+ *
+ * @example
+ * ```ts
+ * const row: HeldRecord = { fingerprint: "none", token: null, leaseUntil: 0, expiresAt: Date.now() + 60_000, response: null };
+ * ```
+ */
+export interface HeldRecord {
+  readonly fingerprint: string;
+  /** The owner token while in flight; `null` once completed. */
+  readonly token: string | null;
+  /** Epoch ms at which the lease ends (meaningless once completed). */
+  readonly leaseUntil: number;
+  /** Epoch ms at which the record counts as absent. */
+  readonly expiresAt: number;
+  /** The stored response once completed. */
+  readonly response: Uint8Array | null;
+}
+
+/**
+ * The `begin` decision every store makes, for stores that make it in JavaScript (inside one transaction or
+ * one synchronous step, after reading the record under the key): no record or an expired one → claim; a
+ * completed record → return it; an in-flight one → return it, unless its lease has expired and the caller
+ * allows a takeover → claim, as a takeover. A `claimed` answer means: now write the claim, in the same atomic
+ * step, and return this answer. Stores that decide in their own language (a Lua script, one SQL statement, a
+ * MongoDB pipeline) encode the same three rules there.
+ *
+ * @param record - the record under the key as read in the atomic step, or `undefined` when there is none
+ * @param now - the store's clock, epoch ms, read inside the atomic step
+ * @param allowTakeover - `BeginArgs.allowTakeover`
+ *
+ * @example
+ * ```ts
+ * import { decideBegin } from "@idempotency/core";
+ *
+ * const begin = db.transaction((key: string, args: BeginArgs) => {
+ *   const now = Date.now();
+ *   const decision = decideBegin(select.get(key), now, args.allowTakeover);
+ *   if (decision.state === "claimed") insertOrReplace.run(key, args, now);
+ *   return decision;
+ * });
+ * ```
+ */
+export function decideBegin(
+  record: HeldRecord | undefined,
+  now: number,
+  allowTakeover: boolean,
+): BeginResult {
+  if (record === undefined || record.expiresAt <= now) return { state: "claimed", takeover: false };
+  if (record.token === null) {
+    return { state: "completed", fingerprint: record.fingerprint, response: record.response };
+  }
+  if (record.leaseUntil > now || !allowTakeover) {
+    return {
+      state: "in-flight",
+      fingerprint: record.fingerprint,
+      leaseRemainingMs: Math.max(0, record.leaseUntil - now),
+    };
+  }
+  return { state: "claimed", takeover: true };
+}
+
+/**
  * A record as returned by {@link IdempotencyStore.get}, for inspection and administration.
  *
  * @example

@@ -1,6 +1,8 @@
 import {
   type BeginArgs,
   type BeginResult,
+  decideBegin,
+  type HeldRecord,
   type IdempotencyStore,
   IdempotencyStoreError,
   type StoredRecord,
@@ -13,17 +15,6 @@ import {
   type SqliteStoreOptions,
 } from "./options.js";
 import { ensureSchema } from "./schema.js";
-
-interface Row {
-  fingerprint: string;
-  /** The owner token while in flight; `null` once completed. */
-  token: string | null;
-  response: Uint8Array | null;
-  /** Epoch ms at which the lease ends. */
-  leaseUntil: number;
-  /** Epoch ms at which the record counts as absent. */
-  expiresAt: number;
-}
 
 /** How long to wait between tries of a busy operation, like SQLite's own busy handler (then 25 ms apart). */
 const BUSY_RETRY_MS = [1, 2, 5, 10, 15, 20, 25];
@@ -54,7 +45,7 @@ interface Operations {
 
 function prepareOperations(db: SqliteDatabase, table: string, now: () => number): Operations {
   const t = `"${table}"`;
-  const select = db.prepare<[string], Row>(
+  const select = db.prepare<[string], HeldRecord>(
     `SELECT fingerprint, token, response, lease_until AS leaseUntil, expires_at AS expiresAt
      FROM ${t} WHERE key = ?`,
   );
@@ -87,21 +78,8 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
   // clock is read inside, after any wait for the lock.
   const beginTx = db.transaction((key: string, args: BeginArgs): BeginResult => {
     const at = now();
-    const row = select.get(key);
-    let takeover = false;
-    if (row !== undefined && row.expiresAt > at) {
-      if (row.token === null) {
-        return { state: "completed", fingerprint: row.fingerprint, response: row.response };
-      }
-      if (row.leaseUntil > at || !args.allowTakeover) {
-        return {
-          state: "in-flight",
-          fingerprint: row.fingerprint,
-          leaseRemainingMs: Math.max(0, row.leaseUntil - at),
-        };
-      }
-      takeover = true;
-    }
+    const decision = decideBegin(select.get(key), at, args.allowTakeover);
+    if (decision.state !== "claimed") return decision;
     claim.run({
       key,
       fingerprint: args.fingerprint,
@@ -109,7 +87,7 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
       leaseUntil: at + args.leaseMs,
       expiresAt: at + Math.max(args.ttlMs, args.leaseMs),
     });
-    return { state: "claimed", takeover };
+    return decision;
   });
   const completeTx = db.transaction(
     (key: string, token: string, response: Uint8Array | null, ttlMs: number): boolean => {
