@@ -45,13 +45,13 @@ const keep = process.argv.includes("--keep");
 /**
  * Entry points whose types cannot resolve under TypeScript's legacy `node10` resolution (moduleResolution
  * "node"), by design: node10 ignores package.json "exports", so it cannot see any subpath that only "exports"
- * declares. `@idempotency/core/node` holds helpers for authors of bindings and `@idempotency/core/testing` a
- * store for tests; Node.js 20 and bundlers always
+ * declares. `@idempotency/core/node` holds helpers for authors of bindings on Node's `http`, `@idempotency/core/web` the same for
+ * Fetch API bindings, and `@idempotency/core/testing` a store for tests; Node.js 20 and bundlers always
  * read "exports", and the bindings' own type declarations never import it. These entry points are checked
  * with attw's documented `--profile node16`, which leaves out only the node10 column; every other entry
  * point is checked under the default "strict" profile.
  */
-const NODE10_UNSUPPORTED = { "@idempotency/core": ["./node", "./testing"] };
+const NODE10_UNSUPPORTED = { "@idempotency/core": ["./node", "./testing", "./web"] };
 
 /**
  * What each entry point must export, and of what kind ("class", "function", or a `typeof` answer). A new
@@ -77,6 +77,7 @@ const EXPECTED_EXPORTS = {
     captureNodeResponse: "function",
   },
   "@idempotency/core/testing": { instrumentedStore: "function" },
+  "@idempotency/core/web": { captureWebResponse: "function" },
   "@idempotency/conformance": {
     describeStore: "function",
     requireError: "Vitest cannot be imported in a CommonJS module using require\\(\\)",

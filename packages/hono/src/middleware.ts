@@ -5,9 +5,9 @@ import {
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
+import { captureWebResponse } from "@idempotency/core/web";
 import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { captureResponse } from "./capture.js";
 import { toIdempotencyRequest } from "./request.js";
 
 /**
@@ -70,7 +70,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
       return;
     }
     try {
-      c.res = await captureResponse(c.res, execution, c.req.raw.signal);
+      c.res = await captureWebResponse(c.res, execution, c.req.raw.signal);
     } catch (error) {
       // The response body could not be read (already used, or it failed at once): nothing to store.
       await execution.abandon();

@@ -1,4 +1,5 @@
-import { type Execution, isBodylessStatus } from "@idempotency/core";
+import type { Execution } from "./execution.js";
+import { isBodylessStatus } from "./replay.js";
 
 const encoder = new TextEncoder();
 const WOULD_BLOCK = Symbol("would block");
@@ -14,9 +15,10 @@ interface BodyHead {
 }
 
 /**
- * Hands a handler's response to the engine and returns the response to send in its place: the same status
- * and headers, and a body that passes every chunk through `execution.write` and ends only after
- * `execution.end()` has completed (or released) the record.
+ * Hands a handler's Fetch API `Response` to the engine and returns the response to send in its place: the
+ * same status and headers, and a body that passes every chunk through `execution.write` and ends only after
+ * `execution.end()` has completed (or released) the record. The one capture for bindings on the Fetch API
+ * (Hono, or your own for another framework that answers with a `Response`).
  *
  * A body that is already complete (what `c.json()`, `c.text()` and `c.body(bytes)` produce) keeps the
  * `Content-Length` framing the server would have given it and is handed on once the record is completed. A stream
@@ -24,8 +26,21 @@ interface BodyHead {
  * cancels the body, or `signal` aborts); from then on it is drained to the end independently, so the
  * handler's result is still stored and a retry replays it. A body that errors counts as no response: the
  * claim is released.
+ *
+ * @param response - what the handler answered
+ * @param execution - the claimed execution the engine handed to the binding's `execute`
+ * @param signal - the request's signal, which aborts when the client goes away
+ *
+ * @example
+ * ```ts
+ * import { captureWebResponse } from "@idempotency/core/web";
+ *
+ * // inside a binding's execute(execution):
+ * const answer = await handler(request);
+ * return captureWebResponse(answer, execution, request.signal);
+ * ```
  */
-export async function captureResponse(
+export async function captureWebResponse(
   response: Response,
   execution: Execution,
   signal: AbortSignal,

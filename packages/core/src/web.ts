@@ -1,0 +1,7 @@
+/**
+ * Helpers for bindings on the Fetch API (`Request` and `Response`, as in Hono): the parts of handing a
+ * handler's `Response` to the engine that do not depend on the framework.
+ *
+ * @packageDocumentation
+ */
+export { captureWebResponse } from "./web-capture.js";
