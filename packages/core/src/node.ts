@@ -13,6 +13,33 @@ export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeRespon
 export { splitRequestTarget } from "./target.js";
 
 /**
+ * The engine's header pairs (lower-case names, a name may repeat) in the form Node's `setHeader` and
+ * `writeHead` take: one value as a string, a repeated name as one list of its values in order. Setting the
+ * pairs one by one would keep only the last of a repeated name (`setHeader` replaces, and Node 20's list
+ * form of `writeHead` does the same).
+ *
+ * @example
+ * ```ts
+ * import { groupHeaders } from "@idempotency/core/node";
+ *
+ * for (const [name, value] of groupHeaders(decision.response.headers)) res.setHeader(name, value);
+ * // [["set-cookie", "a=1"], ["set-cookie", "b=2"]] → "set-cookie" = ["a=1", "b=2"]
+ * ```
+ */
+export function groupHeaders(
+  headers: ReadonlyArray<readonly [string, string]>,
+): Map<string, string | string[]> {
+  const grouped = new Map<string, string | string[]>();
+  for (const [name, value] of headers) {
+    const earlier = grouped.get(name);
+    if (earlier === undefined) grouped.set(name, value);
+    else if (typeof earlier === "string") grouped.set(name, [earlier, value]);
+    else earlier.push(value);
+  }
+  return grouped;
+}
+
+/**
  * Case-insensitive header lookup over Node's `rawHeaders`, joining repeated fields with `", "` like WHATWG
  * `Headers.get` (Node's `req.headers` keeps only the first of some repeated fields, which would hide a second
  * `Idempotency-Key`). Indexed on first use.

@@ -4,7 +4,14 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { IdempotencyRequestTooLargeError } from "../src/index.js";
-import { drainAfterClose, nodeHeaders, peekNodeBody, readNodeBody, splitRequestTarget } from "../src/node.js";
+import {
+  drainAfterClose,
+  groupHeaders,
+  nodeHeaders,
+  peekNodeBody,
+  readNodeBody,
+  splitRequestTarget,
+} from "../src/node.js";
 
 describe("nodeHeaders", () => {
   it("looks names up case-insensitively and joins repeated fields like WHATWG Headers", () => {
@@ -252,5 +259,22 @@ describe("drainAfterClose", () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(written).toEqual(["a", "b", "c"]);
     expect(ended).toBe(true);
+  });
+});
+
+describe("groupHeaders", () => {
+  it("gives one value as a string and a repeated name as its values in order", () => {
+    const grouped = groupHeaders([
+      ["content-type", "application/json"],
+      ["link", "</a>; rel=preload"],
+      ["vary", "accept"],
+      ["link", "</b>; rel=preload"],
+      ["link", "</c>; rel=preload"],
+    ]);
+    expect([...grouped]).toEqual([
+      ["content-type", "application/json"],
+      ["link", ["</a>; rel=preload", "</b>; rel=preload", "</c>; rel=preload"]],
+      ["vary", "accept"],
+    ]);
   });
 });

@@ -5,7 +5,7 @@ import {
   executionSignal,
   type IdempotencyOptions,
 } from "@idempotency/core";
-import { captureNodeResponse } from "@idempotency/core/node";
+import { captureNodeResponse, groupHeaders } from "@idempotency/core/node";
 import { type ExpressRequestLike, neutralRequest } from "./request.js";
 
 export type { IdempotencyOptions } from "@idempotency/core";
@@ -68,9 +68,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         if (decision.action === "pass") return next();
         if (decision.action === "respond") {
           const { status, headers, body } = decision.response;
-          for (const [name, values] of groupHeaders(headers)) {
-            res.setHeader(name, values.length === 1 ? (values[0] as string) : values);
-          }
+          for (const [name, value] of groupHeaders(headers)) res.setHeader(name, value);
           res.statusCode = status;
           res.end(body); // the head goes out implicitly, through any wrapper an outer middleware installed
           return;
@@ -81,17 +79,6 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       })
       .catch((error: unknown) => next(error)); // scope/fingerprint functions, or a replay Node refused
   };
-}
-
-/** Repeated names as one list each (`setHeader` replaces; Node 20's `writeHead` list form keeps only the last). */
-function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, string[]> {
-  const grouped = new Map<string, string[]>();
-  for (const [name, value] of headers) {
-    const values = grouped.get(name);
-    if (values) values.push(value);
-    else grouped.set(name, [value]);
-  }
-  return grouped;
 }
 
 /**

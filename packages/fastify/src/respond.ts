@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { PreparedResponse } from "@idempotency/core";
+import { groupHeaders } from "@idempotency/core/node";
 import type { FastifyReply } from "fastify";
 
 /**
@@ -11,9 +12,7 @@ import type { FastifyReply } from "fastify";
  */
 export function sendReplay(reply: FastifyReply, response: PreparedResponse): void {
   const headers = { ...reply.getHeaders() } as OutgoingHttpHeaders;
-  for (const [name, values] of groupHeaders(response.headers)) {
-    headers[name] = values.length === 1 ? values[0] : values;
-  }
+  for (const [name, value] of groupHeaders(response.headers)) headers[name] = value;
   reply.hijack();
   reply.raw.writeHead(response.status, headers);
   reply.raw.end(response.body);
@@ -25,20 +24,7 @@ export function sendReplay(reply: FastifyReply, response: PreparedResponse): voi
  */
 export function sendProblem(reply: FastifyReply, response: PreparedResponse): void {
   reply.code(response.status);
-  for (const [name, values] of groupHeaders(response.headers)) {
-    reply.header(name, values.length === 1 ? values[0] : values);
-  }
+  for (const [name, value] of groupHeaders(response.headers)) reply.header(name, value);
   const { body } = response;
   reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
-}
-
-/** Repeated names as one list each (`reply.header` and `writeHead` take a list for a repeated header). */
-function groupHeaders(headers: ReadonlyArray<[string, string]>): Map<string, string[]> {
-  const grouped = new Map<string, string[]>();
-  for (const [name, value] of headers) {
-    const values = grouped.get(name);
-    if (values) values.push(value);
-    else grouped.set(name, [value]);
-  }
-  return grouped;
 }

@@ -5,6 +5,7 @@ import {
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
+import { groupHeaders } from "@idempotency/core/node";
 import type { Middleware, Next } from "koa";
 import { captureResponse } from "./capture.js";
 import { type AnyContext, translateRequest } from "./request.js";
@@ -113,14 +114,10 @@ export function idempotencySignal(ctx: AnyContext): AbortSignal | undefined {
 /** Sends a replay or a problem through Koa, with exactly the engine's status, headers and body. */
 function send(ctx: AnyContext, response: PreparedResponse): void {
   ctx.status = response.status;
-  const set = new Set<string>();
-  for (const [name, value] of response.headers) {
-    if (set.has(name)) ctx.append(name, value);
-    else ctx.set(name, value);
-    set.add(name);
-  }
+  const headers = groupHeaders(response.headers);
+  for (const [name, value] of headers) ctx.set(name, value);
   const { body } = response;
   ctx.body = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
   // Koa labels a Buffer body application/octet-stream when no type is set; the original had none.
-  if (!set.has("content-type")) ctx.remove("Content-Type");
+  if (!headers.has("content-type")) ctx.remove("Content-Type");
 }
