@@ -84,6 +84,11 @@ const EXPECTED_EXPORTS = {
   },
   "@idempotency/sqlite": { SqliteStore: "class", SCHEMA_VERSION: "number" },
   "@idempotency/redis": { RedisStore: "class" },
+  "@idempotency/postgres": {
+    PostgresStore: "class",
+    createTableSql: "function",
+    isValidTableName: "function",
+  },
   "@idempotency/client": {
     idempotentFetch: "function",
     createIdempotentFetch: "function",

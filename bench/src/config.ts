@@ -24,7 +24,7 @@ export function isBaseline(library: Library): boolean {
 export function oursOn(framework: Framework): Library {
   return framework === "fastify" ? "ours-fastify" : "ours";
 }
-export type StoreKind = "none" | "memory" | "redis" | "sqlite";
+export type StoreKind = "none" | "memory" | "redis" | "sqlite" | "postgres";
 
 export interface Target {
   library: Library;
@@ -37,6 +37,10 @@ export interface ServerConfig extends Target {
   redisUrl?: string;
   /** Database file, for `store: "sqlite"` (a fresh file each run). */
   sqlitePath?: string;
+  /** PostgreSQL connection string, for `store: "postgres"`. */
+  databaseUrl?: string;
+  /** Records table, for `store: "postgres"` (a fresh table each run, dropped when the server stops). */
+  postgresTable?: string;
 }
 
 /** Record-key prefixes in Redis, so a shared `REDIS_URL` server can be cleaned after a run. */
@@ -58,6 +62,7 @@ export const STORE_LABELS: Record<StoreKind, string> = {
   memory: "memory",
   redis: "Redis",
   sqlite: "SQLite",
+  postgres: "PostgreSQL",
 };
 
 /**
@@ -73,6 +78,7 @@ export const TARGETS: Target[] = [
   { library: "ours", store: "redis" },
   { library: "node-idempotency", store: "redis" },
   { library: "ours", store: "sqlite" },
+  { library: "ours", store: "postgres" },
   { library: "plain-fastify", store: "none" },
   { library: "ours-fastify", store: "memory" },
 ];

@@ -29,9 +29,10 @@ const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
   --duration S         seconds measured per run (default 6)
   --warmup S           seconds of warm-up per run (default 2)
   --connections N      concurrent connections (default 50)
-  --stores LIST        comma-separated: memory,redis,sqlite (default all)
+  --stores LIST        comma-separated: memory,redis,sqlite,postgres (default all)
   --out FILE           where to write the report (default results/latest.md, or none with --quick)
-  Set REDIS_URL to use an existing Redis instead of a private redis-server.`;
+  Set REDIS_URL to use an existing Redis instead of a private redis-server; the PostgreSQL rows use
+  DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), a fresh table per run.`;
 
 const { values: args } = parseArgs({
   options: {
@@ -64,10 +65,13 @@ const load: LoadOptions = {
   duration: numberArg("duration", args.duration, quick ? 1 : 6),
   warmup: numberArg("warmup", args.warmup, quick ? 0 : 2),
 };
-const stores = new Set((args.stores ?? "memory,redis,sqlite").split(",").map((s) => s.trim()));
+const stores = new Set((args.stores ?? "memory,redis,sqlite,postgres").split(",").map((s) => s.trim()));
 for (const store of stores) {
-  if (!["memory", "redis", "sqlite"].includes(store)) throw new Error(`--stores: unknown store "${store}"`);
+  if (!["memory", "redis", "sqlite", "postgres"].includes(store)) {
+    throw new Error(`--stores: unknown store "${store}"`);
+  }
 }
+const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const targets = TARGETS.filter((t) => t.store === "none" || stores.has(t.store));
 if (load.duration <= 0) throw new Error("--duration must be above 0 seconds");
 const outFile = args.out ?? (quick ? undefined : new URL("../results/latest.md", import.meta.url).pathname);
@@ -88,6 +92,8 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
     ...target,
     redisUrl: redis?.url,
     sqlitePath: target.store === "sqlite" ? freshSqlitePath(sqliteDir) : undefined,
+    databaseUrl: target.store === "postgres" ? databaseUrl : undefined,
+    postgresTable: target.store === "postgres" ? `bench_${nextTag().replace(/-/g, "_")}` : undefined,
   };
   const server = await startServer(config);
   try {

@@ -8,6 +8,7 @@ import type { Server } from "node:http";
 import { setTimeout as delay } from "node:timers/promises";
 import { MemoryStore } from "@idempotency/core";
 import { idempotency as ours } from "@idempotency/express";
+import { PostgresStore } from "@idempotency/postgres";
 import { RedisStore } from "@idempotency/redis";
 import { SqliteStore } from "@idempotency/sqlite";
 import { MemoryStorageAdapter } from "@node-idempotency/storage-adapter-memory";
@@ -15,6 +16,7 @@ import { RedisStorageAdapter } from "@node-idempotency/storage-adapter-redis";
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from "express";
 import { idempotency as expressIdempotency, getSharedIdempotencyService } from "express-idempotency";
 import { Redis } from "ioredis";
+import pg from "pg";
 import {
   CPU_PATH,
   EXECUTIONS_PATH,
@@ -84,6 +86,17 @@ async function oursStore(cfg: ServerConfig) {
     case "sqlite": {
       const store = new SqliteStore({ path: required(cfg.sqlitePath, "sqlitePath") });
       closers.push(() => store.close());
+      return store;
+    }
+    case "postgres": {
+      const pool = new pg.Pool({ connectionString: required(cfg.databaseUrl, "databaseUrl"), max: 10 });
+      const table = required(cfg.postgresTable, "postgresTable");
+      const store = new PostgresStore({ pool, table });
+      await store.createTable();
+      closers.push(async () => {
+        await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+        await pool.end();
+      });
       return store;
     }
     case "none":

@@ -115,6 +115,20 @@ describe.skipIf(!postgresReachable)("PostgresStore on PostgreSQL", () => {
     expect(((error as Error).cause as { code?: string }).code).toBe("42P01");
   });
 
+  it("says when the table is not the store's (a wrong schema), in an IdempotencyStoreError", async () => {
+    const other = uniqueTableName("other");
+    await pool().query(`CREATE TABLE ${other} (key text PRIMARY KEY, value text)`);
+    try {
+      const store = new PostgresStore({ pool: pool(), table: other });
+      const error = await store.begin(newKey(), claimArgs()).catch((thrown: unknown) => thrown);
+      expect(error).toBeInstanceOf(IdempotencyStoreError);
+      expect((error as Error).message).toContain(`The table "${other}" does not have the store's columns`);
+      expect(((error as Error).cause as { code?: string }).code).toBe("42703");
+    } finally {
+      await pool().query(`DROP TABLE IF EXISTS ${other}`);
+    }
+  });
+
   it("throws IdempotencyStoreError when PostgreSQL cannot be reached", async () => {
     // Port 1 on loopback: nothing listens, so connecting fails at once.
     const unreachable = new pg.Pool({ host: "127.0.0.1", port: 1, connectionTimeoutMillis: 2_000 });

@@ -22,7 +22,7 @@ export default async function setup(project: TestProject): Promise<void> {
   }
   if (failure !== undefined) {
     console.log(
-      `custom-store: PostgresStore tests NOT RUN: no PostgreSQL at DATABASE_URL=${describeUrl(DATABASE_URL)} ` +
+      `@idempotency/postgres: PostgresStore tests NOT RUN: no PostgreSQL at DATABASE_URL=${describeUrl(DATABASE_URL)} ` +
         `(${failure}). Start PostgreSQL or set DATABASE_URL to run them.`,
     );
   }

@@ -39,6 +39,14 @@ const LIVE = "expires_at > now()";
  * correctness, since every statement checks expiry itself.
  *
  * @param table An already validated table name, e.g. `"idempotency_records"` or `"app.idempotency"`.
+ *
+ * @example
+ * ```ts
+ * import { createTableSql } from "@idempotency/postgres";
+ *
+ * // in a migration
+ * await client.query(createTableSql("app.idempotency"));
+ * ```
  */
 export function createTableSql(table: string): string {
   const name = quoteTable(table);
@@ -169,6 +177,14 @@ const TABLE_NAME = /^(?:([a-z_][a-z0-9_]{0,62})\.)?([a-z_][a-z0-9_]{0,51})$/;
  * Whether `table` is a name the store accepts: `table` or `schema.table`, lower-case letters, digits and
  * `_`, not starting with a digit; at most 63 characters for the schema and 52 for the table, so that the
  * index name `<table>_expires_at` fits PostgreSQL's 63-byte limit.
+ *
+ * @example
+ * ```ts
+ * import { isValidTableName } from "@idempotency/postgres";
+ *
+ * isValidTableName("app.idempotency"); // true
+ * isValidTableName("Orders"); // false: lower-case only
+ * ```
  */
 export function isValidTableName(table: unknown): table is string {
   return typeof table === "string" && TABLE_NAME.test(table);

@@ -41,12 +41,13 @@ export interface PostgresStoreOptions {
 
 const DEFAULT_TABLE = "idempotency_records";
 const KNOWN_OPTIONS = ["pool", "table"];
-/** PostgreSQL's code for "relation does not exist". */
+/** PostgreSQL's codes for "relation does not exist", and for a table whose columns are not the store's. */
 const UNDEFINED_TABLE = "42P01";
+const WRONG_SCHEMA = new Set(["42703", "42804", "23502"]); // undefined column, datatype mismatch, not-null
 
 /**
- * An `IdempotencyStore` on PostgreSQL through a node-postgres `Pool` you pass in: the worked example of
- * writing your own store (see docs/writing-a-store.md).
+ * An `IdempotencyStore` on PostgreSQL through a node-postgres `Pool` you pass in. Its source is also the
+ * worked example of docs/writing-a-store.md.
  *
  * - Every operation is ONE SQL statement. `begin` is an `INSERT … ON CONFLICT (key) DO UPDATE` that claims
  *   or reports in a single atomic step; `complete`, `extend` and `release` are an `UPDATE`/`DELETE … WHERE
@@ -61,7 +62,7 @@ const UNDEFINED_TABLE = "42P01";
  * ```ts
  * import { createIdempotency } from "@idempotency/core";
  * import { Pool } from "pg";
- * import { PostgresStore } from "./postgres-store.js";
+ * import { PostgresStore } from "@idempotency/postgres";
  *
  * const pool = new Pool({ connectionString: process.env.DATABASE_URL });
  * pool.on("error", (error) => console.error("idle PostgreSQL client failed", error));
@@ -213,10 +214,13 @@ export class PostgresStore implements IdempotencyStore {
       return await this.#pool.query<R>(text, values);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
+      const code = (error as { code?: unknown }).code;
       const hint =
-        (error as { code?: unknown }).code === UNDEFINED_TABLE
+        code === UNDEFINED_TABLE
           ? ` Create the table first: await store.createTable(), or run createTableSql("${this.#table}") in a migration.`
-          : "";
+          : typeof code === "string" && WRONG_SCHEMA.has(code)
+            ? ` The table "${this.#table}" does not have the store's columns (key, fingerprint, token, attempt, response, lease_until, expires_at): point the store at its own table, or recreate this one with createTableSql("${this.#table}").`
+            : "";
       throw new IdempotencyStoreError(`PostgresStore ${operation} failed: ${reason}.${hint}`, {
         cause: error,
       });
