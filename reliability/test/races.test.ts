@@ -8,6 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PostgresStore } from "@idempotency/postgres";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Ledger } from "./support/ledger.js";
 import { SEED, seeded } from "./support/random.js";
@@ -22,13 +24,22 @@ const CLIENTS = 8;
 const SOCKETS_PER_CLIENT = 4;
 const HANDLER_MS = 25;
 
-describe.each(["sqlite", "redis"] as const)("4 server processes on one %s store", (storeKind) => {
+/** The PostgreSQL the postgres rows use, as the @idempotency/postgres tests do; a missing one fails the run. */
+const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+
+describe.each(["sqlite", "redis", "postgres"] as const)("4 server processes on one %s store", (storeKind) => {
   let dir: string;
   let ledger: Ledger;
   let redis: Awaited<ReturnType<typeof startSingle>> | undefined;
   let servers: ServerProcess[] = [];
+  let postgres: pg.Pool | undefined;
+  const postgresTable = `idempotency_races_${process.pid}_${Date.now().toString(36)}`;
 
   beforeAll(async () => {
+    if (storeKind === "postgres") {
+      postgres = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
+      await new PostgresStore({ pool: postgres, table: postgresTable }).createTable();
+    }
     dir = mkdtempSync(join(tmpdir(), `idempotency-races-${storeKind}-`));
     ledger = new Ledger(join(dir, "ledger.db"));
     if (storeKind === "redis") redis = await startSingle({ honourRedisUrl: false });
@@ -40,6 +51,8 @@ describe.each(["sqlite", "redis"] as const)("4 server processes on one %s store"
             store: storeKind,
             sqlitePath: join(dir, "store.db"),
             redisUrl: redis?.url,
+            databaseUrl: DATABASE_URL,
+            postgresTable,
             ledgerPath: ledger.path,
             leaseMs: 5_000,
           },
@@ -52,6 +65,8 @@ describe.each(["sqlite", "redis"] as const)("4 server processes on one %s store"
   afterAll(async () => {
     await Promise.all(servers.map((server) => server.stop()));
     await redis?.stop();
+    await postgres?.query(`DROP TABLE IF EXISTS ${postgresTable}`);
+    await postgres?.end();
     ledger?.close();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -1,8 +1,8 @@
 // One application server process for the reliability scenarios: plain JavaScript that imports the BUILT
 // packages by name, so it runs exactly what users get. The parent forks it with one JSON argument:
 //
-//   { binding: "express" | "koa" | "hono" | "fastify", store: "sqlite" | "redis" | "memory",
-//     sqlitePath?, redisUrl?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs? }
+//   { binding: "express" | "koa" | "hono" | "fastify", store: "sqlite" | "redis" | "postgres" | "memory",
+//     sqlitePath?, redisUrl?, databaseUrl?, postgresTable?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs? }
 //
 // and it answers { type: "listening", port } over IPC once it accepts connections on 127.0.0.1.
 //
@@ -37,6 +37,13 @@ async function openStore() {
     const client = new Redis(config.redisUrl, { maxRetriesPerRequest: 1 });
     client.on("error", () => undefined); // the store reports failures as IdempotencyStoreError
     return new RedisStore({ client });
+  }
+  if (config.store === "postgres") {
+    const { default: pg } = await import("pg");
+    const { PostgresStore } = await import("@idempotency/postgres");
+    const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 8 });
+    pool.on("error", () => undefined); // the store reports failures as IdempotencyStoreError
+    return new PostgresStore({ pool, table: config.postgresTable });
   }
   return new MemoryStore();
 }

@@ -13,10 +13,13 @@ export const BINDINGS: Binding[] = ["express", "koa", "hono", "fastify"];
 
 export interface ServerConfig {
   binding: Binding;
-  store: "sqlite" | "redis" | "memory";
+  store: "sqlite" | "redis" | "postgres" | "memory";
   ledgerPath: string;
   sqlitePath?: string;
   redisUrl?: string;
+  /** For `store: "postgres"`: the connection string and the records table (created by the test). */
+  databaseUrl?: string;
+  postgresTable?: string;
   leaseMs?: number;
   ttlMs?: number;
   onLeaseExpired?: "run-again" | "conflict";
