@@ -24,7 +24,7 @@ export function isBaseline(library: Library): boolean {
 export function oursOn(framework: Framework): Library {
   return framework === "fastify" ? "ours-fastify" : "ours";
 }
-export type StoreKind = "none" | "memory" | "redis" | "sqlite";
+export type StoreKind = "none" | "memory" | "redis" | "sqlite" | "mongodb";
 
 export interface Target {
   library: Library;
@@ -37,6 +37,10 @@ export interface ServerConfig extends Target {
   redisUrl?: string;
   /** Database file, for `store: "sqlite"` (a fresh file each run). */
   sqlitePath?: string;
+  /** MongoDB URL (`MONGODB_URL`), for `store: "mongodb"`. */
+  mongodbUrl?: string;
+  /** The collection of one server, for `store: "mongodb"` (a fresh one each run, dropped when it stops). */
+  mongodbCollection?: string;
 }
 
 /** Record-key prefixes in Redis, so a shared `REDIS_URL` server can be cleaned after a run. */
@@ -58,6 +62,7 @@ export const STORE_LABELS: Record<StoreKind, string> = {
   memory: "memory",
   redis: "Redis",
   sqlite: "SQLite",
+  mongodb: "MongoDB",
 };
 
 /**
@@ -73,6 +78,7 @@ export const TARGETS: Target[] = [
   { library: "ours", store: "redis" },
   { library: "node-idempotency", store: "redis" },
   { library: "ours", store: "sqlite" },
+  { library: "ours", store: "mongodb" },
   { library: "plain-fastify", store: "none" },
   { library: "ours-fastify", store: "memory" },
 ];

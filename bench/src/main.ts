@@ -29,9 +29,10 @@ const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
   --duration S         seconds measured per run (default 6)
   --warmup S           seconds of warm-up per run (default 2)
   --connections N      concurrent connections (default 50)
-  --stores LIST        comma-separated: memory,redis,sqlite (default all)
+  --stores LIST        comma-separated: memory,redis,sqlite,mongodb (default all; mongodb only with MONGODB_URL)
   --out FILE           where to write the report (default results/latest.md, or none with --quick)
-  Set REDIS_URL to use an existing Redis instead of a private redis-server.`;
+  Set REDIS_URL to use an existing Redis instead of a private redis-server.
+  Set MONGODB_URL (and MONGODB_WRITE_CONCERN=1 for a standalone server) to measure MongoStore.`;
 
 const { values: args } = parseArgs({
   options: {
@@ -64,9 +65,19 @@ const load: LoadOptions = {
   duration: numberArg("duration", args.duration, quick ? 1 : 6),
   warmup: numberArg("warmup", args.warmup, quick ? 0 : 2),
 };
-const stores = new Set((args.stores ?? "memory,redis,sqlite").split(",").map((s) => s.trim()));
+const stores = new Set((args.stores ?? "memory,redis,sqlite,mongodb").split(",").map((s) => s.trim()));
 for (const store of stores) {
-  if (!["memory", "redis", "sqlite"].includes(store)) throw new Error(`--stores: unknown store "${store}"`);
+  if (!["memory", "redis", "sqlite", "mongodb"].includes(store)) {
+    throw new Error(`--stores: unknown store "${store}"`);
+  }
+}
+const mongodbUrl = process.env.MONGODB_URL || undefined;
+if (stores.has("mongodb") && mongodbUrl === undefined) {
+  // No MongoDB server can be started here: the MongoDB rows need one you run.
+  process.stderr.write(
+    "MongoDB bench skipped: set MONGODB_URL=mongodb://127.0.0.1:27017 to measure MongoStore\n",
+  );
+  stores.delete("mongodb");
 }
 const targets = TARGETS.filter((t) => t.store === "none" || stores.has(t.store));
 if (load.duration <= 0) throw new Error("--duration must be above 0 seconds");
@@ -88,6 +99,8 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
     ...target,
     redisUrl: redis?.url,
     sqlitePath: target.store === "sqlite" ? freshSqlitePath(sqliteDir) : undefined,
+    mongodbUrl: target.store === "mongodb" ? mongodbUrl : undefined,
+    mongodbCollection: target.store === "mongodb" ? `bench_${nextTag().replace(/-/g, "_")}` : undefined,
   };
   const server = await startServer(config);
   try {
