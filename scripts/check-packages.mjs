@@ -89,6 +89,11 @@ const EXPECTED_EXPORTS = {
     createTableSql: "function",
     isValidTableName: "function",
   },
+  "@idempotency/mongodb": {
+    MongoStore: "class",
+    MongoResponseTooLargeError: "class",
+    MAX_RESPONSE_BYTES: "number",
+  },
   "@idempotency/client": {
     idempotentFetch: "function",
     createIdempotentFetch: "function",
@@ -367,6 +372,14 @@ async function main(load, system) {
   const { SqliteStore } = modules["@idempotency/sqlite"];
   const Database = plain(await load("better-sqlite3"));
 
+  // MongoStore over a driver Collection of a client that never connects: proves the peer resolves and the
+  // store accepts a real Collection, without a MongoDB server.
+  const { MongoStore } = modules["@idempotency/mongodb"];
+  const { MongoClient } = plain(await load("mongodb"));
+  const mongoClient = new MongoClient("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100");
+  assert.ok(new MongoStore({ collection: mongoClient.db("app").collection("idempotency_records") }), "MongoStore");
+  await mongoClient.close();
+
   // The engine itself: a first request runs, its retry is replayed, another body under the key gets 422.
   async function checkEngine(label, store) {
     const engine = createIdempotency({ store, scope: "global" });
@@ -519,6 +532,7 @@ import { idempotency as expressIdempotency, notStarted } from "@idempotency/expr
 import fastifyIdempotency, { idempotency as fastifyPlugin, notStarted as fastifyNotStarted } from "@idempotency/fastify";
 import { idempotency as honoIdempotency } from "@idempotency/hono";
 import { idempotency as koaIdempotency } from "@idempotency/koa";
+import { MongoStore } from "@idempotency/mongodb";
 import { RedisStore } from "@idempotency/redis";
 import { SqliteStore } from "@idempotency/sqlite";
 import Database from "better-sqlite3";
@@ -527,6 +541,7 @@ import Fastify from "fastify";
 import { Hono } from "hono";
 import { Redis } from "ioredis";
 import Koa from "koa";
+import { MongoClient } from "mongodb";
 
 export const entries: object[] = [${entries.map((_, index) => `entry${index}`).join(", ")}];
 
@@ -538,6 +553,11 @@ export const tenant = (rawHeaders: string[]): string | null => nodeHeaders(rawHe
 
 const sqlite: IdempotencyStore = new SqliteStore({ database: new Database(":memory:"), table: "records" });
 const redis: IdempotencyStore = new RedisStore({ client: new Redis({ lazyConnect: true }) });
+const mongo: IdempotencyStore = new MongoStore({
+  collection: new MongoClient("mongodb://127.0.0.1:27017").db("app").collection("idempotency_records"),
+  writeConcern: { w: "majority" },
+});
+export const mongoStore = (): IdempotencyStore => mongo;
 const factory: StoreFactory = () => sqlite;
 export const suite = (): void => describeStore("SqliteStore", factory);
 
@@ -583,6 +603,8 @@ void fastifyApp.register(fastifyPlugin, { store, scope: "global", allRoutes: "ye
 new SqliteStore({ path: 1 });
 // @ts-expect-error client is an ioredis client, not a URL
 new RedisStore({ client: "redis://127.0.0.1:6379" });
+// @ts-expect-error collection is a driver Collection, not a name
+new MongoStore({ collection: "idempotency_records" });
 `;
 }
 

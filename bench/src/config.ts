@@ -24,7 +24,7 @@ export function isBaseline(library: Library): boolean {
 export function oursOn(framework: Framework): Library {
   return framework === "fastify" ? "ours-fastify" : "ours";
 }
-export type StoreKind = "none" | "memory" | "redis" | "sqlite" | "postgres";
+export type StoreKind = "none" | "memory" | "redis" | "sqlite" | "postgres" | "mongodb";
 
 export interface Target {
   library: Library;
@@ -41,6 +41,10 @@ export interface ServerConfig extends Target {
   databaseUrl?: string;
   /** Records table, for `store: "postgres"` (a fresh table each run, dropped when the server stops). */
   postgresTable?: string;
+  /** MongoDB URL (`MONGODB_URL`), for `store: "mongodb"`. */
+  mongodbUrl?: string;
+  /** The collection of one server, for `store: "mongodb"` (a fresh one each run, dropped when it stops). */
+  mongodbCollection?: string;
 }
 
 /** Record-key prefixes in Redis, so a shared `REDIS_URL` server can be cleaned after a run. */
@@ -63,6 +67,7 @@ export const STORE_LABELS: Record<StoreKind, string> = {
   redis: "Redis",
   sqlite: "SQLite",
   postgres: "PostgreSQL",
+  mongodb: "MongoDB",
 };
 
 /**
@@ -79,6 +84,7 @@ export const TARGETS: Target[] = [
   { library: "node-idempotency", store: "redis" },
   { library: "ours", store: "sqlite" },
   { library: "ours", store: "postgres" },
+  { library: "ours", store: "mongodb" },
   { library: "plain-fastify", store: "none" },
   { library: "ours-fastify", store: "memory" },
 ];

@@ -29,10 +29,12 @@ const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
   --duration S         seconds measured per run (default 6)
   --warmup S           seconds of warm-up per run (default 2)
   --connections N      concurrent connections (default 50)
-  --stores LIST        comma-separated: memory,redis,sqlite,postgres (default all)
+  --stores LIST        comma-separated: memory,redis,sqlite,postgres,mongodb (default all; mongodb only with
+                       MONGODB_URL)
   --out FILE           where to write the report (default results/latest.md, or none with --quick)
   Set REDIS_URL to use an existing Redis instead of a private redis-server; the PostgreSQL rows use
-  DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), a fresh table per run.`;
+  DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), a fresh table per run.
+  Set MONGODB_URL (and MONGODB_WRITE_CONCERN=1 for a standalone server) to measure MongoStore.`;
 
 const { values: args } = parseArgs({
   options: {
@@ -65,11 +67,21 @@ const load: LoadOptions = {
   duration: numberArg("duration", args.duration, quick ? 1 : 6),
   warmup: numberArg("warmup", args.warmup, quick ? 0 : 2),
 };
-const stores = new Set((args.stores ?? "memory,redis,sqlite,postgres").split(",").map((s) => s.trim()));
+const stores = new Set(
+  (args.stores ?? "memory,redis,sqlite,postgres,mongodb").split(",").map((s) => s.trim()),
+);
 for (const store of stores) {
-  if (!["memory", "redis", "sqlite", "postgres"].includes(store)) {
+  if (!["memory", "redis", "sqlite", "postgres", "mongodb"].includes(store)) {
     throw new Error(`--stores: unknown store "${store}"`);
   }
+}
+const mongodbUrl = process.env.MONGODB_URL || undefined;
+if (stores.has("mongodb") && mongodbUrl === undefined) {
+  // No MongoDB server can be started here: the MongoDB rows need one you run.
+  process.stderr.write(
+    "MongoDB bench skipped: set MONGODB_URL=mongodb://127.0.0.1:27017 to measure MongoStore\n",
+  );
+  stores.delete("mongodb");
 }
 const databaseUrl = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const targets = TARGETS.filter((t) => t.store === "none" || stores.has(t.store));
@@ -94,6 +106,8 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
     sqlitePath: target.store === "sqlite" ? freshSqlitePath(sqliteDir) : undefined,
     databaseUrl: target.store === "postgres" ? databaseUrl : undefined,
     postgresTable: target.store === "postgres" ? `bench_${nextTag().replace(/-/g, "_")}` : undefined,
+    mongodbUrl: target.store === "mongodb" ? mongodbUrl : undefined,
+    mongodbCollection: target.store === "mongodb" ? `bench_${nextTag().replace(/-/g, "_")}` : undefined,
   };
   const server = await startServer(config);
   try {

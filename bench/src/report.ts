@@ -82,7 +82,7 @@ function throughputTable(measurements: Measurement[]): string {
     );
   // Grouped by framework, store, then scenario, ours first in each group, so the rows compared sit together.
   const frameworkOrder = ["express", "fastify"];
-  const storeOrder = ["none", "memory", "redis", "sqlite", "postgres"];
+  const storeOrder = ["none", "memory", "redis", "sqlite", "postgres", "mongodb"];
   const scenarioOrder: Scenario[] = ["baseline", "first", "replay"];
   const libraryOrder: Library[] = [
     "plain",

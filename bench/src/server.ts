@@ -8,6 +8,7 @@ import type { Server } from "node:http";
 import { setTimeout as delay } from "node:timers/promises";
 import { MemoryStore } from "@idempotency/core";
 import { idempotency as ours } from "@idempotency/express";
+import { MongoStore } from "@idempotency/mongodb";
 import { PostgresStore } from "@idempotency/postgres";
 import { RedisStore } from "@idempotency/redis";
 import { SqliteStore } from "@idempotency/sqlite";
@@ -16,6 +17,7 @@ import { RedisStorageAdapter } from "@node-idempotency/storage-adapter-redis";
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from "express";
 import { idempotency as expressIdempotency, getSharedIdempotencyService } from "express-idempotency";
 import { Redis } from "ioredis";
+import { MongoClient } from "mongodb";
 import pg from "pg";
 import {
   CPU_PATH,
@@ -96,6 +98,24 @@ async function oursStore(cfg: ServerConfig) {
       closers.push(async () => {
         await pool.query(`DROP TABLE IF EXISTS "${table}"`);
         await pool.end();
+      });
+      return store;
+    }
+    case "mongodb": {
+      const client = new MongoClient(required(cfg.mongodbUrl, "mongodbUrl"));
+      const collection = client
+        .db("idempotency_bench")
+        .collection(required(cfg.mongodbCollection, "mongodbCollection"));
+      // MONGODB_WRITE_CONCERN=1 on a standalone server; the store's default is "majority".
+      const w = process.env.MONGODB_WRITE_CONCERN;
+      const store = new MongoStore({
+        collection,
+        ...(w ? { writeConcern: { w: /^\d+$/.test(w) ? Number(w) : w } } : {}),
+      });
+      await store.ensureIndexes();
+      closers.push(async () => {
+        await collection.drop().catch(() => undefined);
+        await client.close();
       });
       return store;
     }
