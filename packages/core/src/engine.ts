@@ -35,8 +35,9 @@ import {
   resolveRunCall,
   runClaimed,
 } from "./run.js";
-import type { BeginResult } from "./store.js";
+import type { BeginResult, IdempotencyStore, TransactionOf } from "./store.js";
 import { delay } from "./timers.js";
+import { runTransaction, type TransactionContext, transactionalStoreOf } from "./transaction.js";
 
 const PASS: Decision = { action: "pass" };
 const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
@@ -73,7 +74,7 @@ export type Decision =
  * idempotency.options.leaseMs; // 30000
  * ```
  */
-export interface Idempotency {
+export interface Idempotency<S extends IdempotencyStore = IdempotencyStore> {
   /** The validated options with every default applied. */
   readonly options: Readonly<ResolvedOptions>;
   /**
@@ -119,6 +120,34 @@ export interface Idempotency {
    * ```
    */
   forget(key: string, target?: ForgetTarget): Promise<boolean>;
+  /**
+   * Like `run`, but `fn` writes through `tx`, a transaction of the store's own database that also holds
+   * the claim and the completed record: the effect and the record commit together, or neither does. A crash
+   * at any point before the commit leaves no effect and no record, so a retry runs once, cleanly; after it,
+   * a retry gets the stored result. Needs a store with transactions: `PostgresStore` (`tx` is a
+   * node-postgres `PoolClient`; `fn` may be async) or `SqliteStore` (`tx` is the better-sqlite3 `Database`;
+   * `fn` must be synchronous). A concurrent duplicate waits for the first transaction up to `waitMs`, then
+   * throws `IdempotencyInProgressError`; a different `fingerprint` throws `IdempotencyKeyReusedError`; a throw
+   * from `fn` rolls back its writes and the claim and is rethrown. Never `COMMIT` or `ROLLBACK` inside `fn`
+   * (use savepoints). Effects outside the database (an e-mail, a payment API) are not covered: write them to
+   * an outbox table in `fn`, and send them from a consumer that uses `run()`.
+   *
+   * @example
+   * ```ts
+   * const idempotency = createIdempotency({ store: new PostgresStore({ pool }), scope: "global" });
+   *
+   * const receipt = await idempotency.transaction(request.key, async (tx) => {
+   *   const { rows } = await tx.query("INSERT INTO orders (total) VALUES ($1) RETURNING id", [order.total]);
+   *   await tx.query("INSERT INTO outbox (topic, payload) VALUES ('order-created', $1)", [rows[0].id]);
+   *   return { orderId: rows[0].id };
+   * }, { scope: tenantId, fingerprint: JSON.stringify(order) });
+   * ```
+   */
+  transaction<T>(
+    key: string,
+    fn: (tx: TransactionOf<S>, context: TransactionContext) => T | Promise<T>,
+    options?: RunOptions,
+  ): Promise<Awaited<T>>;
 }
 
 /** How a key's record stands after `begin` (and any waiting), as the engine sees it. */
@@ -149,7 +178,9 @@ type Outcome =
  * if (decision.action === "respond") send(decision.response);
  * ```
  */
-export function createIdempotency(options: IdempotencyOptions): Idempotency {
+export function createIdempotency<S extends IdempotencyStore = IdempotencyStore>(
+  options: IdempotencyOptions & { store: S },
+): Idempotency<S> {
   const resolved = resolveOptions(options);
   const { now, leaseMs, ttlMs } = resolved;
   const store = guardStore(resolved.store, resolved.storeTimeoutMs);
@@ -344,5 +375,25 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
     return store.delete(forgottenIdentity(key, target, resolved));
   }
 
-  return { options: resolved, handle, run, forget };
+  async function transaction<T>(
+    key: string,
+    fn: (tx: TransactionOf<S>, context: TransactionContext) => T | Promise<T>,
+    callOptions: RunOptions = {},
+  ): Promise<Awaited<T>> {
+    const startedAt = now();
+    const call = resolveRunCall(key, fn, callOptions, resolved, "transaction()");
+    const transactional = transactionalStoreOf(resolved, fn);
+    // The same identities as run(): a key is one operation whichever of the two protects it.
+    const identity = identityKey(call.scope, RUN_METHOD, RUN_PATH, key);
+    const base = eventBase(identity, RUN_METHOD, RUN_PATH, startedAt);
+    return runTransaction(
+      transactional,
+      fn as (tx: unknown, context: TransactionContext) => T | Promise<T>,
+      { identity, key, fingerprint: call.fingerprint, waitMs: call.waitMs, base },
+      resolved,
+      emit,
+    );
+  }
+
+  return { options: resolved, handle, run, forget, transaction };
 }

@@ -60,7 +60,7 @@ export type IdempotencyEvent = IdempotencyEventBase &
     | { type: "execution-limit"; maxExecutionMs: number }
     | {
         type: "store-error";
-        operation: "begin" | "complete" | "extend" | "release";
+        operation: "begin" | "complete" | "extend" | "release" | "transaction";
         error: IdempotencyStoreError;
       }
     | { type: "fail-open"; error: IdempotencyStoreError }
@@ -82,7 +82,7 @@ export type Emit = (event: () => IdempotencyEvent) => void;
 /** A `store-error` event for a failed store call, its error wrapped as an `IdempotencyStoreError`. */
 export function storeErrorEvent(
   base: IdempotencyEventBase,
-  operation: "begin" | "complete" | "extend" | "release",
+  operation: "begin" | "complete" | "extend" | "release" | "transaction",
   error: unknown,
 ): IdempotencyEvent {
   return { ...base, type: "store-error", operation, error: toStoreError(operation, error) };

@@ -47,8 +47,15 @@ export {
   decideBegin,
   type HeldRecord,
   type IdempotencyStore,
+  isTransactionalStore,
   type StoreCallOptions,
   type StoredRecord,
+  type TransactionArgs,
+  type TransactionalStore,
+  type TransactionOf,
+  type TransactionOutcome,
+  type TransactionWork,
 } from "./store.js";
 export { splitRequestTarget } from "./target.js";
+export type { TransactionContext } from "./transaction.js";
 export { type StoreCall, type StoreInterceptor, type StoreOperation, wrapStore } from "./wrap-store.js";

@@ -1,3 +1,4 @@
+import type { StoredResponse } from "./encoding.js";
 import {
   IdempotencyInvalidKeyError,
   IdempotencyOptionsError,
@@ -76,17 +77,18 @@ export function resolveRunCall(
   fn: unknown,
   options: RunOptions,
   resolved: ResolvedOptions,
+  api = "run()",
 ): { scope: string; fingerprint: string; waitMs: number } {
   if (typeof key !== "string" || key.length === 0 || key.length > resolved.maxKeyLength) {
     throw new IdempotencyInvalidKeyError(
-      `run() needs a key: a non-empty string of at most ${resolved.maxKeyLength} characters (maxKeyLength), ` +
+      `${api} needs a key: a non-empty string of at most ${resolved.maxKeyLength} characters (maxKeyLength), ` +
         `such as a message id; got ${typeof key === "string" ? `a string of ${key.length}` : typeof key}.`,
     );
   }
   if (typeof fn !== "function") {
-    throw new TypeError(`run() needs a function to protect as its second argument; got ${typeof fn}.`);
+    throw new TypeError(`${api} needs a function to protect as its second argument; got ${typeof fn}.`);
   }
-  checkOptionNames(options, RUN_OPTIONS, "run() options: an object { scope?, fingerprint?, waitMs? }");
+  checkOptionNames(options, RUN_OPTIONS, `${api} options: an object { scope?, fingerprint?, waitMs? }`);
   const { scope, fingerprint, waitMs = resolved.waitMs } = options;
   if (scope !== undefined && (typeof scope !== "string" || scope.length === 0)) {
     throw new IdempotencyOptionsError("scope", "expected a non-empty string naming the principal.");
@@ -94,7 +96,7 @@ export function resolveRunCall(
   if (scope === undefined && resolved.scope !== "global") {
     throw new IdempotencyOptionsError(
       "scope",
-      'run() needs { scope } naming the principal, because the engine\'s scope is a function of an HTTP request. Pass "global" for single-tenant work.',
+      `${api} needs { scope } naming the principal, because the engine's scope is a function of an HTTP request. Pass "global" for single-tenant work.`,
     );
   }
   if (fingerprint !== undefined && typeof fingerprint !== "string" && !(fingerprint instanceof Uint8Array)) {
@@ -120,20 +122,29 @@ export async function runClaimed<T>(
     await execution.abandon();
     throw error;
   }
+  const stored = resultResponse(result);
+  execution.start(stored.status, stored.headers);
+  if (stored.body === null) execution.omitBody();
+  await execution.end(stored.body ?? undefined);
+  return result;
+}
+
+const EMPTY = new Uint8Array(0);
+const JSON_HEADERS: Array<[string, string]> = [["content-type", "application/json"]];
+
+/**
+ * How a function's result is stored: `undefined` as a 204, anything else as a 200 with its JSON. A result
+ * JSON cannot represent (a BigInt, a cycle) is completed without a body, like an oversized one.
+ */
+export function resultResponse(result: unknown): StoredResponse {
+  if (result === undefined) return { status: 204, headers: [], body: EMPTY };
   let json: string | undefined;
   try {
-    json = result === undefined ? undefined : JSON.stringify(result);
+    json = JSON.stringify(result);
   } catch {
-    json = undefined; // a BigInt or a cycle: completed without a result, like an oversized one
+    json = undefined;
   }
-  if (result === undefined) {
-    execution.start(204, []);
-  } else {
-    execution.start(200, [["content-type", "application/json"]]);
-    if (json === undefined) execution.omitBody();
-  }
-  await execution.end(json === undefined ? undefined : Buffer.from(json));
-  return result;
+  return { status: 200, headers: JSON_HEADERS, body: json === undefined ? null : Buffer.from(json) };
 }
 
 export function replayResult(

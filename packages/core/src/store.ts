@@ -212,3 +212,105 @@ export interface IdempotencyStore {
   /** Release what the store owns (connections it opened itself). Never closes a client it was given. */
   close?(): Promise<void>;
 }
+
+/**
+ * Arguments of {@link TransactionalStore.transaction}: those of `begin`, plus how long a duplicate waits for
+ * the transaction that holds the key, and the caller's deadline for the claim itself.
+ *
+ * @example
+ * ```ts
+ * const args: TransactionArgs = {
+ *   token: randomUUID(), fingerprint: "none", leaseMs: 30_000, ttlMs: 86_400_000, allowTakeover: true,
+ *   waitMs: 0, timeoutMs: 2_000,
+ * };
+ * ```
+ */
+export interface TransactionArgs extends BeginArgs {
+  /**
+   * How long to wait for another transaction that holds the key (its row lock, the write lock) before
+   * answering `locked`. `0`: answer at once.
+   */
+  waitMs: number;
+  /** The deadline of the claim, not counting `waitMs`: a store that cannot claim within it throws. */
+  timeoutMs: number;
+}
+
+/**
+ * What {@link TransactionalStore.transaction} did: committed the work with its record, or found the key
+ * held, completed or locked and ran nothing.
+ *
+ * @example
+ * ```ts
+ * const outcome = await store.transaction(key, args, (tx) => work(tx));
+ * if (outcome.state === "committed") console.log("the effect and its record committed together");
+ * ```
+ */
+export type TransactionOutcome =
+  /** The work ran, and its effects and the completed record committed in one transaction. */
+  | { state: "committed"; takeover: boolean }
+  /** Another transaction held the key for longer than `waitMs`: nothing ran. */
+  | { state: "locked" }
+  /** The record was in flight (claimed outside a transaction) or completed: nothing ran. */
+  | Exclude<BeginResult, { state: "claimed" }>;
+
+/**
+ * The work a transactional store runs inside its transaction: the caller's writes, through `tx`, ending in
+ * the encoded response that the store writes to the completed record before it commits. A throw rolls the
+ * whole transaction back, claim included, and reaches the caller as it is.
+ *
+ * @example
+ * ```ts
+ * const work: TransactionWork<PoolClient> = async (tx) => {
+ *   await tx.query("INSERT INTO orders (id) VALUES ($1)", [orderId]);
+ *   return encodeResponse({ status: 200, headers: [], body: Buffer.from(JSON.stringify({ orderId })) });
+ * };
+ * ```
+ */
+export type TransactionWork<Tx> = (tx: Tx) => Uint8Array | null | Promise<Uint8Array | null>;
+
+/**
+ * A store that can commit the caller's own writes and the completed record in ONE database transaction
+ * (`PostgresStore`, `SqliteStore`): what `idempotency.transaction()` needs. `Tx` is what the caller writes
+ * through, e.g. a node-postgres `PoolClient` or a better-sqlite3 `Database`.
+ *
+ * `transaction` must, in one database transaction: decide as `begin` does, holding a lock on the key that
+ * makes a concurrent duplicate wait (up to `waitMs`, then answer `locked`) instead of reading it; when the
+ * key is claimable, run `work(tx)`, write the completed record with the bytes it returns (living `ttlMs`),
+ * and commit; when `work` throws, roll back and rethrow its error unchanged. Nothing of a transaction that
+ * did not commit may be visible afterwards: no record, no effect.
+ *
+ * @example
+ * ```ts
+ * import { isTransactionalStore } from "@idempotency/core";
+ *
+ * if (isTransactionalStore(store)) await idempotency.transaction(key, (tx) => writeOrder(tx));
+ * ```
+ */
+export interface TransactionalStore<Tx> extends IdempotencyStore {
+  /** Whether `work` must be synchronous (better-sqlite3 cannot hold a transaction across an `await`). */
+  readonly synchronousTransactions: boolean;
+  transaction(key: string, args: TransactionArgs, work: TransactionWork<Tx>): Promise<TransactionOutcome>;
+}
+
+/**
+ * What a store's transactions hand the caller: `PoolClient` for `PostgresStore`, `Database` for
+ * `SqliteStore`; `never` for a store that has no transactions.
+ *
+ * @example
+ * ```ts
+ * type Tx = TransactionOf<PostgresStore>; // PoolClient
+ * ```
+ */
+export type TransactionOf<S> = S extends TransactionalStore<infer Tx> ? Tx : never;
+
+/**
+ * Whether `store` implements {@link TransactionalStore}.
+ *
+ * @example
+ * ```ts
+ * isTransactionalStore(new MemoryStore()); // false
+ * ```
+ */
+export function isTransactionalStore(store: IdempotencyStore): store is TransactionalStore<unknown> {
+  return typeof (store as Partial<TransactionalStore<unknown>>).transaction === "function";
+}

@@ -6,8 +6,12 @@ import {
   type IdempotencyStore,
   IdempotencyStoreError,
   type StoredRecord,
+  type TransactionArgs,
+  type TransactionalStore,
+  type TransactionOutcome,
+  type TransactionWork,
 } from "@idempotency/core";
-import type { Pool, QueryResultRow } from "pg";
+import type { Pool, PoolClient, QueryResultRow } from "pg";
 import {
   type BeginRow,
   createTableSql,
@@ -44,6 +48,10 @@ const KNOWN_OPTIONS = ["pool", "table"];
 /** PostgreSQL's codes for "relation does not exist", and for a table whose columns are not the store's. */
 const UNDEFINED_TABLE = "42P01";
 const WRONG_SCHEMA = new Set(["42703", "42804", "23502"]); // undefined column, datatype mismatch, not-null
+/** PostgreSQL's code for a lock wait that ran past `lock_timeout`: another transaction holds the key. */
+const LOCK_NOT_AVAILABLE = "55P03";
+/** PostgreSQL's code for a statement in a transaction that an earlier failed statement aborted. */
+const IN_FAILED_TRANSACTION = "25P02";
 
 /**
  * An `IdempotencyStore` on PostgreSQL through a node-postgres `Pool` you pass in. Its source is also the
@@ -71,7 +79,9 @@ const WRONG_SCHEMA = new Set(["42703", "42804", "23502"]); // undefined column, 
  * const idempotency = createIdempotency({ store, scope: "global" });
  * ```
  */
-export class PostgresStore implements IdempotencyStore {
+export class PostgresStore implements IdempotencyStore, TransactionalStore<PoolClient> {
+  /** Transaction functions may be async: the transaction lives on one pooled client across awaits. */
+  readonly synchronousTransactions = false;
   readonly #pool: Pool;
   readonly #table: string;
   readonly #sql: Statements;
@@ -182,6 +192,129 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
+   * The store half of `idempotency.transaction()`: on one client of the pool, `BEGIN`, the `begin` statement
+   * (which inserts or locks the key's row, waiting at most `waitMs` for another transaction that holds it),
+   * `work(client)`, the completion of the row with the bytes it returns, `COMMIT`. A duplicate sees nothing
+   * until the commit, and then the completed record. A throw, a crash or a lost connection before the commit
+   * leaves neither the effect nor the record.
+   *
+   * @example
+   * ```ts
+   * const idempotency = createIdempotency({ store: new PostgresStore({ pool }), scope: "global" });
+   * await idempotency.transaction(orderId, async (tx) => {
+   *   await tx.query("INSERT INTO orders (id) VALUES ($1)", [orderId]);
+   * });
+   * ```
+   */
+  async transaction(
+    key: string,
+    args: TransactionArgs,
+    work: TransactionWork<PoolClient>,
+  ): Promise<TransactionOutcome> {
+    if (this.#closed) {
+      throw new IdempotencyStoreError("PostgresStore transaction failed: the store was closed.");
+    }
+    const { token, fingerprint, leaseMs, ttlMs, allowTakeover, waitMs, timeoutMs } = args;
+    let client: PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw this.#storeError("transaction", error);
+    }
+    // Whether the client is known to be outside any transaction, so it can go back to the pool as it is.
+    let clean = false;
+    const rollback = async () => {
+      await client.query("ROLLBACK");
+      clean = true;
+    };
+    try {
+      let row: BeginRow | undefined;
+      try {
+        // lock_timeout 0 would mean "wait forever": an immediate answer is the shortest wait there is.
+        await client.query(
+          `BEGIN; SET LOCAL lock_timeout = '${Math.max(1, waitMs)}ms'; SET LOCAL statement_timeout = '${waitMs + timeoutMs}ms'`,
+        );
+        ({
+          rows: [row],
+        } = await client.query<BeginRow>(this.#sql.begin, [
+          key,
+          fingerprint,
+          token,
+          leaseMs,
+          ttlMs,
+          allowTakeover,
+        ]));
+      } catch (error) {
+        if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) {
+          await rollback();
+          return { state: "locked" };
+        }
+        throw this.#storeError("transaction", error);
+      }
+      if (row === undefined) throw new IdempotencyStoreError("PostgresStore begin returned no row.");
+      if (!row.claimed) {
+        await rollback();
+        if (row.completed) {
+          return { state: "completed", fingerprint: row.fingerprint, response: bytes(row.response) };
+        }
+        return { state: "in-flight", fingerprint: row.fingerprint, leaseRemainingMs: row.lease_remaining_ms };
+      }
+      // The caller's statements run under the session's own timeouts, not the claim's.
+      await client.query("SET LOCAL lock_timeout TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT");
+      let response: Uint8Array | null;
+      try {
+        response = await work(client);
+      } catch (error) {
+        await rollback().catch(() => {});
+        throw error;
+      }
+      let completed: number | null;
+      try {
+        ({ rowCount: completed } = await client.query(this.#sql.completeInTransaction, [
+          key,
+          token,
+          response,
+          ttlMs,
+        ]));
+      } catch (error) {
+        if ((error as { code?: unknown }).code === IN_FAILED_TRANSACTION) {
+          throw new IdempotencyStoreError(
+            "PostgresStore transaction failed: a statement of the transaction function failed, so PostgreSQL aborted the transaction; nothing was committed (neither the effect nor the record). Let the error propagate, or use a SAVEPOINT around a statement that may fail.",
+            { cause: error },
+          );
+        }
+        throw this.#storeError("transaction", error);
+      }
+      if (completed !== 1) {
+        throw new IdempotencyStoreError(
+          "PostgresStore transaction failed: the transaction function ended the transaction itself (COMMIT or ROLLBACK), so its writes and the record could not commit together. Never end the transaction inside the function; use savepoints.",
+        );
+      }
+      try {
+        await client.query("COMMIT");
+        clean = true;
+      } catch (error) {
+        throw new IdempotencyStoreError(
+          `PostgresStore transaction failed at COMMIT: ${reasonOf(error)}. The effect and the record commit together or not at all, so a retry with this key either replays or runs once.`,
+          { cause: error },
+        );
+      }
+      return { state: "committed", takeover: row.takeover };
+    } finally {
+      if (!clean) {
+        // Roll back whatever is left; a client whose state is unknown is destroyed, not pooled.
+        try {
+          await client.query("ROLLBACK");
+          clean = true;
+        } catch {
+          // destroyed below
+        }
+      }
+      client.release(clean ? undefined : true);
+    }
+  }
+
+  /**
    * Deletes up to `limit` expired records and returns how many it deleted. Expired records already count
    * as absent, so this only reclaims space: call it from a timer or a scheduled job.
    *
@@ -213,19 +346,28 @@ export class PostgresStore implements IdempotencyStore {
     try {
       return await this.#pool.query<R>(text, values);
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      const code = (error as { code?: unknown }).code;
-      const hint =
-        code === UNDEFINED_TABLE
-          ? ` Create the table first: await store.createTable(), or run createTableSql("${this.#table}") in a migration.`
-          : typeof code === "string" && WRONG_SCHEMA.has(code)
-            ? ` The table "${this.#table}" does not have the store's columns (key, fingerprint, token, attempt, response, lease_until, expires_at): point the store at its own table, or recreate this one with createTableSql("${this.#table}").`
-            : "";
-      throw new IdempotencyStoreError(`PostgresStore ${operation} failed: ${reason}.${hint}`, {
-        cause: error,
-      });
+      throw this.#storeError(operation, error);
     }
   }
+
+  /** A driver or server failure as an `IdempotencyStoreError`, with a hint for a missing or foreign table. */
+  #storeError(operation: string, error: unknown): IdempotencyStoreError {
+    if (error instanceof IdempotencyStoreError) return error;
+    const code = (error as { code?: unknown } | null)?.code;
+    const hint =
+      code === UNDEFINED_TABLE
+        ? ` Create the table first: await store.createTable(), or run createTableSql("${this.#table}") in a migration.`
+        : typeof code === "string" && WRONG_SCHEMA.has(code)
+          ? ` The table "${this.#table}" does not have the store's columns (key, fingerprint, token, attempt, response, lease_until, expires_at): point the store at its own table, or recreate this one with createTableSql("${this.#table}").`
+          : "";
+    return new IdempotencyStoreError(`PostgresStore ${operation} failed: ${reasonOf(error)}.${hint}`, {
+      cause: error,
+    });
+  }
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -67,6 +67,8 @@ CREATE INDEX IF NOT EXISTS ${indexName} ON ${name} (expires_at);`;
 export interface Statements {
   begin: string;
   complete: string;
+  /** `complete` inside `transaction()`: also checks that the row was claimed in the current transaction. */
+  completeInTransaction: string;
   extend: string;
   release: string;
   get: string;
@@ -142,6 +144,14 @@ export function statementsFor(table: string): Statements {
     complete: `
       UPDATE ${t} SET token = NULL, response = $3, expires_at = ${msFromNow("$4")}
       WHERE key = $1 AND token = $2 AND ${LIVE}`,
+
+    // $1 key, $2 token, $3 response, $4 ttlMs. As `complete`, within the transaction that claimed the row:
+    // `xmin` is the transaction that wrote the row's current version, and `txid_current()` (64 bits, epoch
+    // included) is this one. When the caller's function ended the transaction with its own COMMIT, the row
+    // was written by an earlier transaction and nothing matches, so that mistake is reported, not hidden.
+    completeInTransaction: `
+      UPDATE ${t} SET token = NULL, response = $3, expires_at = ${msFromNow("$4")}
+      WHERE key = $1 AND token = $2 AND ${LIVE} AND xmin::text::bigint = txid_current() % 4294967296`,
 
     // $1 key, $2 token, $3 leaseMs. Fenced. Pushes the TTL out to the new lease end, never cuts it short.
     extend: `

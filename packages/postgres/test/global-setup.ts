@@ -1,3 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
 import { DATABASE_URL, describeUrl, probe } from "./support/database.js";
 
@@ -13,6 +17,7 @@ declare module "vitest" {
  * CI must never pass by skipping. Elsewhere the tests are skipped with one line saying why.
  */
 export default async function setup(project: TestProject): Promise<void> {
+  buildWhenStale();
   const failure = await probe(DATABASE_URL);
   if (failure !== undefined && process.env.CI === "true") {
     throw new Error(
@@ -27,4 +32,27 @@ export default async function setup(project: TestProject): Promise<void> {
     );
   }
   project.provide("postgresReachable", failure === undefined);
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+function modified(path: string): number {
+  return statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+}
+
+/**
+ * The transaction tests' child processes import `@idempotency/postgres` from `dist`, as users do. CI builds
+ * before testing; a local `pnpm test` after editing `src` rebuilds here, so the children never run stale code.
+ */
+function buildWhenStale(): void {
+  const sources = [
+    ...readdirSync(join(root, "src")).map((name) => join(root, "src", name)),
+    join(root, "tsup.config.ts"),
+    join(root, "package.json"),
+  ];
+  if (modified(join(root, "dist", "index.js")) >= Math.max(...sources.map(modified))) return;
+  execFileSync(process.execPath, [join(root, "node_modules", "tsup", "dist", "cli-default.js")], {
+    cwd: root,
+    stdio: "inherit",
+  });
 }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   type BeginArgs,
   type BeginResult,
@@ -6,6 +7,10 @@ import {
   type IdempotencyStore,
   IdempotencyStoreError,
   type StoredRecord,
+  type TransactionArgs,
+  type TransactionalStore,
+  type TransactionOutcome,
+  type TransactionWork,
 } from "@idempotency/core";
 import Database from "better-sqlite3";
 import {
@@ -41,9 +46,21 @@ interface Operations {
   get(key: string): StoredRecord | null;
   delete(key: string): boolean;
   sweep(limit: number): number;
+  /** One `BEGIN IMMEDIATE` transaction around `work`; throws `SQLITE_BUSY` at once when another holds the lock. */
+  transaction(key: string, args: TransactionArgs, work: TransactionWork<SqliteDatabase>): TransactionOutcome;
 }
 
-function prepareOperations(db: SqliteDatabase, table: string, now: () => number): Operations {
+/** A throw of the caller's work, carried through the transaction so that it reaches the caller unchanged. */
+class WorkFailure {
+  constructor(readonly error: unknown) {}
+}
+
+function prepareOperations(
+  db: SqliteDatabase,
+  table: string,
+  now: () => number,
+  busyTimeoutMs: number,
+): Operations {
   const t = `"${table}"`;
   const select = db.prepare<[string], HeldRecord>(
     `SELECT fingerprint, token, response, lease_until AS leaseUntil, expires_at AS expiresAt
@@ -54,6 +71,14 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
      VALUES (@key, @fingerprint, @token, NULL, @leaseUntil, @expiresAt)
      ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,
        response = NULL, lease_until = excluded.lease_until, expires_at = excluded.expires_at`,
+  );
+  // The completed record of a transaction() that claimed the key: written in the same transaction as the
+  // caller's effect, so no in-flight record is ever visible.
+  const store = db.prepare(
+    `INSERT INTO ${t} (key, fingerprint, token, response, lease_until, expires_at)
+     VALUES (@key, @fingerprint, NULL, @response, @at, @expiresAt)
+     ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, token = NULL,
+       response = excluded.response, lease_until = excluded.lease_until, expires_at = excluded.expires_at`,
   );
   // Fenced writes: each changes the row only while `token` owns it and its TTL has not run out.
   const complete = db.prepare(
@@ -102,6 +127,29 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
   const releaseTx = db.transaction((key: string, token: string): boolean => {
     return release.run({ key, token, now: now() }).changes === 1;
   });
+  const workTx = db.transaction(
+    (key: string, args: TransactionArgs, work: TransactionWork<SqliteDatabase>): TransactionOutcome => {
+      // BEGIN IMMEDIATE was tried without waiting (the caller waits between tries, off the event loop);
+      // the caller's own statements get the connection's busy timeout back.
+      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+      const decision = decideBegin(select.get(key), now(), args.allowTakeover);
+      if (decision.state !== "claimed") return decision;
+      let response: Uint8Array | null;
+      try {
+        response = work(db) as Uint8Array | null;
+      } catch (error) {
+        throw new WorkFailure(error);
+      }
+      if (!db.inTransaction) {
+        throw new IdempotencyStoreError(
+          "SqliteStore transaction failed: the transaction function ended the transaction itself (COMMIT or ROLLBACK), so its writes and the record could not commit together. Never end the transaction inside the function; nest db.transaction() calls instead (they become savepoints).",
+        );
+      }
+      const at = now();
+      store.run({ key, fingerprint: args.fingerprint, response, at, expiresAt: at + args.ttlMs });
+      return { state: "committed", takeover: decision.takeover };
+    },
+  );
   const deleteTx = db.transaction((key: string): boolean => {
     const deleted = remove.get(key);
     return deleted !== undefined && deleted.expiresAt > now();
@@ -131,6 +179,14 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
       };
     },
     sweep: (limit) => sweep.run(now(), limit).changes,
+    transaction(key, args, work) {
+      db.pragma("busy_timeout = 0");
+      try {
+        return workTx.immediate(key, args, work);
+      } finally {
+        db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+      }
+    },
   };
 }
 
@@ -161,12 +217,15 @@ function prepareOperations(db: SqliteDatabase, table: string, now: () => number)
  * const idempotency = createIdempotency({ store: new SqliteStore({ path: "idempotency.db" }), scope: "global" });
  *
  * // Or share a connection you own (the store never closes it):
- * import Database from "better-sqlite3";
+ * import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
  * const db = new Database("app.db");
  * const store = new SqliteStore({ database: db, table: "idempotency_keys", synchronous: "FULL" });
  * ```
  */
-export class SqliteStore implements IdempotencyStore {
+export class SqliteStore implements IdempotencyStore, TransactionalStore<SqliteDatabase> {
+  /** better-sqlite3 cannot hold a transaction across an `await`: transaction functions are synchronous. */
+  readonly synchronousTransactions = true;
   readonly #options: ResolvedSqliteStoreOptions;
   #operations: Operations | undefined;
   #closed = false;
@@ -212,6 +271,46 @@ export class SqliteStore implements IdempotencyStore {
 
   async delete(key: string): Promise<boolean> {
     return this.#run("delete", (ops) => ops.delete(key));
+  }
+
+  /**
+   * The store half of `idempotency.transaction()`: one `BEGIN IMMEDIATE` transaction on the store's
+   * connection that decides as `begin` does, runs `work(db)` (your writes, synchronously, on the same
+   * connection) and writes the completed record before `COMMIT`. Another connection holding the write lock
+   * (another process in its own transaction) is waited for up to `waitMs`, polling off the event loop, and
+   * then answered `locked`. Pass the `database` you write to as the store's `database` option.
+   *
+   * @example
+   * ```ts
+   * const db = new Database("app.db");
+   * const idempotency = createIdempotency({ store: new SqliteStore({ database: db }), scope: "global" });
+   * idempotency.transaction(orderId, (tx) => tx.prepare("INSERT INTO orders (id) VALUES (?)").run(orderId));
+   * ```
+   */
+  async transaction(
+    key: string,
+    args: TransactionArgs,
+    work: TransactionWork<SqliteDatabase>,
+  ): Promise<TransactionOutcome> {
+    const startedAt = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      const operations = this.#run("transaction", (ops) => ops);
+      try {
+        return operations.transaction(key, args, work);
+      } catch (error) {
+        if (error instanceof WorkFailure) throw error.error;
+        if (error instanceof IdempotencyStoreError) throw error;
+        if (!isBusy(error)) {
+          const reason = error instanceof Error ? error.message : String(error);
+          throw new IdempotencyStoreError(`SqliteStore transaction() failed: ${reason}`, { cause: error });
+        }
+        // Another connection holds the write lock: it is in its own transaction, maybe this key's.
+        const waited = performance.now() - startedAt;
+        if (waited >= args.waitMs) return { state: "locked" };
+        const retryMs = BUSY_RETRY_MS[Math.min(attempt, BUSY_RETRY_MS.length - 1)] as number;
+        await sleep(Math.max(1, Math.min(retryMs, args.waitMs - waited)));
+      }
+    }
   }
 
   /**
@@ -286,7 +385,7 @@ export class SqliteStore implements IdempotencyStore {
       db.pragma("journal_mode = WAL");
       db.pragma(`synchronous = ${synchronous}`);
       ensureSchema(db, table);
-      this.#operations = prepareOperations(db, table, now);
+      this.#operations = prepareOperations(db, table, now, busyTimeoutMs);
       return this.#operations;
     } catch (error) {
       // A failed first use leaves nothing half-open: the next call starts over.
