@@ -9,6 +9,12 @@ export {
 export { TableHooks } from "./hooks.js";
 export { signalReport } from "./signal.js";
 export { type DescribeBindingOptions, describeBindingBehaviour } from "./table.js";
+export {
+  describeTransactionalBinding,
+  type TransactionalAnswer,
+  type TransactionalRoute,
+  type TransactionalSetup,
+} from "./transactional.js";
 export type {
   AppFactory,
   AppSetup,

@@ -53,3 +53,23 @@ export function declareNotStarted(native: unknown): void {
 export function executionSignal(native: unknown): AbortSignal | undefined {
   return isObject(native) ? claims.get(native)?.signal : undefined;
 }
+
+/**
+ * The store transaction an engine created with `transactional: true` holds for a framework request
+ * (`native`, as for {@link declareNotStarted}): what the handler writes its effects through (a node-postgres
+ * `PoolClient` for `PostgresStore`), or `undefined` when no transactional engine claimed the request. Name
+ * its type as `Tx`. Bindings export it as `idempotencyTransaction`.
+ *
+ * @example
+ * ```ts
+ * import { executionTransaction } from "@idempotency/core";
+ *
+ * export function idempotencyTransaction<Tx = unknown>(ctx: Context): Tx | undefined {
+ *   return executionTransaction<Tx>(ctx);
+ * }
+ * ```
+ */
+export function executionTransaction<Tx = unknown>(native: unknown): Tx | undefined {
+  if (!isObject(native)) return undefined;
+  return (claims.get(native) as { tx?: Tx } | undefined)?.tx;
+}

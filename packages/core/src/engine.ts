@@ -9,7 +9,7 @@ import {
   type IdempotencyStoreError,
   toStoreError,
 } from "./errors.js";
-import type { IdempotencyEvent, IdempotencyEventBase } from "./events.js";
+import { type IdempotencyEvent, type IdempotencyEventBase, storeErrorEvent } from "./events.js";
 import { ClaimedExecution, type Execution } from "./execution.js";
 import { createFingerprinter, withBoundedBody } from "./fingerprint.js";
 import { type ForgetTarget, forgottenIdentity } from "./forget.js";
@@ -35,9 +35,16 @@ import {
   resolveRunCall,
   runClaimed,
 } from "./run.js";
-import type { BeginResult, IdempotencyStore, TransactionOf } from "./store.js";
+import type {
+  BeginResult,
+  IdempotencyStore,
+  TransactionalStore,
+  TransactionOf,
+  TransactionOutcome,
+} from "./store.js";
 import { delay } from "./timers.js";
 import { runTransaction, type TransactionContext, transactionalStoreOf } from "./transaction.js";
+import { ROLLBACK, TransactionalExecution } from "./transactional-execution.js";
 
 const PASS: Decision = { action: "pass" };
 const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
@@ -151,8 +158,8 @@ export interface Idempotency<S extends IdempotencyStore = IdempotencyStore> {
 }
 
 /** How a key's record stands after `begin` (and any waiting), as the engine sees it. */
-type Outcome =
-  | { state: "claimed"; execution: ClaimedExecution }
+type Outcome<E extends Execution = Execution> =
+  | { state: "claimed"; execution: E }
   | { state: "in-flight"; leaseRemainingMs: number }
   | { state: "completed"; response: Uint8Array | null }
   | { state: "key-reused" }
@@ -238,7 +245,7 @@ export function createIdempotency<S extends IdempotencyStore = IdempotencyStore>
     fingerprint: string,
     base: () => IdempotencyEventBase,
     waitMs: number,
-  ): Promise<Outcome> {
+  ): Promise<Outcome<ClaimedExecution>> {
     const token = randomUUID();
     const args = {
       token,
@@ -286,6 +293,90 @@ export function createIdempotency<S extends IdempotencyStore = IdempotencyStore>
     }
   }
 
+  /**
+   * The `transactional` mode's claim: opens a store transaction and, when it claims the key, answers with an
+   * execution that holds it open until the handler's response ends (then commits or rolls back). When the
+   * transaction claims nothing it has already ended, and the answer is what it found.
+   */
+  function beginTransaction(
+    key: string,
+    fingerprint: string,
+    base: () => IdempotencyEventBase,
+    request: IdempotencyRequest,
+  ): Promise<Outcome> {
+    const transactional = resolved.store as TransactionalStore<unknown>;
+    return new Promise<Outcome>((resolve) => {
+      let execution: TransactionalExecution | undefined;
+      const args = {
+        token: randomUUID(),
+        fingerprint,
+        leaseMs,
+        ttlMs,
+        allowTakeover: resolved.onLeaseExpired === "run-again",
+        waitMs: resolved.waitMs,
+        timeoutMs: resolved.storeTimeoutMs,
+      };
+      let ended: Promise<TransactionOutcome>;
+      try {
+        ended = transactional.transaction(key, args, (tx) => {
+          execution = new TransactionalExecution(tx, resolved, base, emit, () =>
+            present(problems.storeUnavailable(), request),
+          );
+          resolve({ state: "claimed", execution });
+          return execution.work;
+        });
+      } catch (error) {
+        ended = Promise.reject(error);
+      }
+      ended.then(
+        (outcome) => {
+          if (execution) return execution.committed(outcome.state === "committed" && outcome.takeover);
+          switch (outcome.state) {
+            case "locked":
+              emit(() => ({
+                ...base(),
+                type: "in-progress",
+                leaseRemainingMs: leaseMs,
+                waitedMs: resolved.waitMs,
+              }));
+              return resolve({ state: "in-flight", leaseRemainingMs: leaseMs });
+            case "committed":
+              return; // unreachable: a commit ran the work, which created the execution
+            default:
+              if (outcome.fingerprint !== fingerprint) {
+                emit(() => ({ ...base(), type: "key-reused" }));
+                return resolve({ state: "key-reused" });
+              }
+              if (outcome.state === "completed")
+                return resolve({ state: "completed", response: outcome.response });
+              emit(() => ({
+                ...base(),
+                type: "in-progress",
+                leaseRemainingMs: outcome.leaseRemainingMs,
+                waitedMs: 0,
+              }));
+              return resolve({ state: "in-flight", leaseRemainingMs: outcome.leaseRemainingMs });
+          }
+        },
+        (error: unknown) => {
+          if (execution) {
+            if (error !== ROLLBACK) {
+              emit(() => storeErrorEvent(base(), "transaction", error));
+            }
+            return execution.failed(error);
+          }
+          const storeError = toStoreError("transaction", error);
+          emit(() =>
+            resolved.failOpen
+              ? { ...base(), type: "fail-open", error: storeError }
+              : { ...base(), type: "store-error", operation: "transaction", error: storeError },
+          );
+          resolve({ state: "unavailable", error: storeError });
+        },
+      );
+    });
+  }
+
   async function handle(request: IdempotencyRequest): Promise<Decision> {
     const startedAt = now();
     if (!resolved.methods.has(request.method) || (isObject(request.native) && claims.has(request.native))) {
@@ -314,7 +405,9 @@ export function createIdempotency<S extends IdempotencyStore = IdempotencyStore>
     }
     const key = identityKey(scope, request.method, request.path, parsed.key);
     const base = eventBase(key, request.method, request.path, startedAt);
-    const outcome = await begin(key, fingerprint, base, resolved.waitMs);
+    const outcome = resolved.transactional
+      ? await beginTransaction(key, fingerprint, base, request)
+      : await begin(key, fingerprint, base, resolved.waitMs);
     switch (outcome.state) {
       case "claimed":
         if (isObject(request.native)) claims.set(request.native, outcome.execution);

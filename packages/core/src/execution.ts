@@ -3,6 +3,7 @@ import { IdempotencyAbortError } from "./errors.js";
 import { type Emit, type IdempotencyEvent, type IdempotencyEventBase, storeErrorEvent } from "./events.js";
 import { contentLength, normalizeHeaders, type ResponseHeadersInput, storableHeaders } from "./headers.js";
 import type { ResolvedOptions } from "./options.js";
+import type { PreparedResponse } from "./problems.js";
 import type { IdempotencyStore } from "./store.js";
 import { delay } from "./timers.js";
 
@@ -60,6 +61,19 @@ export interface Execution {
    * (`idempotencySignal`).
    */
   readonly signal: AbortSignal;
+  /**
+   * Read once `end()` has resolved: when set, the binding sends this response (status, headers and body)
+   * instead of the captured one, whose head it discards. Only an execution that held the whole response
+   * back sets it (the `transactional` mode, when the commit failed), so no byte of the replaced response
+   * has reached the client.
+   */
+  readonly replacement?: PreparedResponse | undefined;
+  /**
+   * `true` when `write` never lets bytes through and the whole response goes out after `end()` (the
+   * `transactional` mode: nothing may reach the client before the commit). A binding that would otherwise
+   * send the head before the body ends (a streamed `Response`) reads the body to its end first.
+   */
+  readonly holdsResponse?: boolean;
 }
 
 /** One claimed request: renews its lease, captures the response, then completes or releases the record. */

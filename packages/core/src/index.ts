@@ -1,5 +1,5 @@
 export { canonicalJson } from "./canonical-json.js";
-export { declareNotStarted, executionSignal } from "./claims.js";
+export { declareNotStarted, executionSignal, executionTransaction } from "./claims.js";
 export { decodeResponse, encodeResponse, type StoredResponse } from "./encoding.js";
 export { createIdempotency, type Decision, type Idempotency } from "./engine.js";
 export {

@@ -2,6 +2,7 @@ import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from "no
 import type { Http2ServerResponse } from "node:http2";
 import { Readable } from "node:stream";
 import type { Execution } from "./execution.js";
+import type { PreparedResponse } from "./problems.js";
 
 /**
  * A Node response: HTTP/1 `ServerResponse`, or the HTTP/2 compatibility API's response.
@@ -259,10 +260,23 @@ function captureEnd(this: NodeResponse, chunk?: unknown, ...rest: unknown[]): No
     .then((remaining) => {
       capture.released = true;
       capture.sending = true;
+      const replacement = capture.execution.replacement;
+      if (replacement !== undefined && !this.headersSent) replaceHead(this, replacement);
       capture.originalEnd.call(this, remaining.length > 0 ? remaining : undefined, callback);
     })
     .catch((error: unknown) => this.destroy(error instanceof Error ? error : new Error(String(error))));
   return this;
+}
+
+/** Discards the captured head for `replacement`'s (nothing of it was sent), e.g. a 503 after a failed commit. */
+function replaceHead(res: NodeResponse, replacement: PreparedResponse): void {
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  const grouped = new Map<string, string[]>();
+  for (const [name, value] of replacement.headers) grouped.set(name, [...(grouped.get(name) ?? []), value]);
+  for (const [name, values] of grouped)
+    res.setHeader(name, values.length === 1 ? (values[0] as string) : values);
+  res.setHeader("content-length", String(replacement.body.length));
+  res.statusCode = replacement.status;
 }
 
 /** Whether two `getHeaders()` snapshots hold the same names and values. */

@@ -4,7 +4,7 @@ import type { FingerprintOption } from "./fingerprint.js";
 import { DEFAULT_UNREPLAYED_HEADERS, NEVER_STORED_HEADERS } from "./headers.js";
 import type { IdempotencyProblem, ProblemRendering } from "./problems.js";
 import type { IdempotencyRequest } from "./request.js";
-import type { IdempotencyStore } from "./store.js";
+import { type IdempotencyStore, isTransactionalStore } from "./store.js";
 
 /**
  * The options of `createIdempotency`; every binding takes the same object.
@@ -114,6 +114,14 @@ export interface IdempotencyOptions {
    * Default `false`: answer 503 with `Retry-After` and do not run the handler.
    */
   failOpen?: boolean;
+  /**
+   * `true`: every claimed request runs inside one transaction of the store's database, which holds the
+   * claim; the handler writes through it (the binding's `idempotencyTransaction(req)`), and its response is
+   * written to the record before `COMMIT`, so the effect and the record commit together or not at all. A
+   * stored response commits; any other (a 5xx, `notStarted`) rolls back; a failed commit answers 503. Needs a
+   * store with asynchronous transactions (`PostgresStore`). Default `false`.
+   */
+  transactional?: boolean;
   /** Receives typed events for logs and metrics. Errors it throws are ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
   /** The clock for the engine's time decisions (epoch ms). Default `Date.now`. */
@@ -154,6 +162,7 @@ export interface ResolvedOptions {
   maxRequestBytes: number;
   storeTimeoutMs: number;
   failOpen: boolean;
+  transactional: boolean;
   onEvent: ((event: IdempotencyEvent) => void) | undefined;
   now: () => number;
 }
@@ -196,6 +205,7 @@ const KNOWN_OPTIONS = Object.keys({
   maxRequestBytes: true,
   storeTimeoutMs: true,
   failOpen: true,
+  transactional: true,
   onEvent: true,
   now: true,
 } satisfies Record<keyof IdempotencyOptions, true>);
@@ -384,6 +394,25 @@ export function booleanOption(option: string, value: unknown, fallback: boolean)
   return value;
 }
 
+function transactionalOption(store: IdempotencyStore, value: unknown): boolean {
+  const transactional = booleanOption("transactional", value, false);
+  if (!transactional) return false;
+  const name = store.constructor?.name ?? "this store";
+  if (!isTransactionalStore(store)) {
+    fail(
+      "transactional",
+      `${name} has no transactions: use a store that commits your writes with the record (PostgresStore), or leave transactional off.`,
+    );
+  }
+  if (store.synchronousTransactions) {
+    fail(
+      "transactional",
+      `${name} runs only synchronous transactions, and an HTTP handler is asynchronous: use idempotency.transaction() with a synchronous function, or PostgresStore.`,
+    );
+  }
+  return true;
+}
+
 /** Validates every option and applies the defaults; throws `IdempotencyOptionsError` naming the option. */
 export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   checkOptionNames(options, KNOWN_OPTIONS, "an object with at least `store` and `scope`");
@@ -508,6 +537,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     maxRequestBytes,
     storeTimeoutMs,
     failOpen: booleanOption("failOpen", options.failOpen, false),
+    transactional: transactionalOption(store as IdempotencyStore, options.transactional),
     shouldStore: optionalFunction("shouldStore", options.shouldStore) ?? defaultShouldStore,
     onEvent: optionalFunction("onEvent", options.onEvent),
     now: optionalFunction("now", options.now) ?? (() => Date.now()),

@@ -50,17 +50,20 @@ export async function captureWebResponse(
   if (response.body === null) {
     execution.start(status, headers);
     const rest = await execution.end();
-    return new Response(rest.length > 0 ? (rest as Uint8Array<ArrayBuffer>) : null, {
-      status,
-      statusText,
-      headers,
-    });
+    return (
+      replaced(execution) ??
+      new Response(rest.length > 0 ? (rest as Uint8Array<ArrayBuffer>) : null, {
+        status,
+        statusText,
+        headers,
+      })
+    );
   }
 
   const reader = response.body.getReader();
   let head: BodyHead;
   try {
-    head = await readAvailable(reader);
+    head = execution.holdsResponse ? await readAll(reader) : await readAvailable(reader);
   } catch (error) {
     await execution.abandon();
     throw error;
@@ -71,10 +74,33 @@ export async function captureWebResponse(
     execution.start(status, headers);
     const parts = head.chunks.map((chunk) => execution.write(chunk));
     parts.push(await execution.end());
-    return new Response(concat(parts) as Uint8Array<ArrayBuffer>, { status, statusText, headers });
+    return (
+      replaced(execution) ??
+      new Response(concat(parts) as Uint8Array<ArrayBuffer>, { status, statusText, headers })
+    );
   }
   execution.start(status, headers);
   return new Response(captureBody(reader, head, execution, signal), { status, statusText, headers });
+}
+
+/** The execution's replacement (a 503 after a failed commit) as a `Response`, when it has one. */
+function replaced(execution: Execution): Response | undefined {
+  const replacement = execution.replacement;
+  if (replacement === undefined) return undefined;
+  return new Response(replacement.body as Uint8Array<ArrayBuffer>, {
+    status: replacement.status,
+    headers: replacement.headers,
+  });
+}
+
+/** Reads the whole body, for an execution that sends nothing before its end. */
+async function readAll(reader: ReadableStreamDefaultReader<unknown>): Promise<BodyHead> {
+  const chunks: Uint8Array[] = [];
+  for (;;) {
+    const result = await reader.read();
+    if (result.done) return { chunks, done: true, pending: undefined };
+    chunks.push(toBytes(result.value));
+  }
 }
 
 function byteLength(chunks: readonly Uint8Array[]): number {

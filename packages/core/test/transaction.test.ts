@@ -40,3 +40,27 @@ describe("transaction() before any store call", () => {
     await expect(scoped.transaction("k", () => 1)).rejects.toThrow(/transaction\(\) needs \{ scope \}/);
   });
 });
+
+describe("the transactional option", () => {
+  it("is refused at construction for a store without transactions, naming the store", () => {
+    expect(() =>
+      createIdempotency({ store: new MemoryStore(), scope: "global", transactional: true }),
+    ).toThrow(/Invalid option "transactional": MemoryStore has no transactions/);
+  });
+
+  it("is refused for a store whose transactions are synchronous, since a handler is not", () => {
+    const store = Object.assign(new MemoryStore(), {
+      synchronousTransactions: true,
+      transaction: async () => ({ state: "locked" as const }),
+    });
+    expect(() => createIdempotency({ store, scope: "global", transactional: true })).toThrow(
+      /runs only synchronous transactions/,
+    );
+  });
+
+  it("must be a boolean", () => {
+    expect(() =>
+      createIdempotency({ store: new MemoryStore(), scope: "global", transactional: "yes" as never }),
+    ).toThrow(IdempotencyOptionsError);
+  });
+});

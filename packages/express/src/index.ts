@@ -3,6 +3,7 @@ import {
   createIdempotency,
   declareNotStarted,
   executionSignal,
+  executionTransaction,
   type IdempotencyOptions,
 } from "@idempotency/core";
 import { captureNodeResponse, groupHeaders } from "@idempotency/core/node";
@@ -123,4 +124,26 @@ export function notStarted(req: IncomingMessage): void {
  */
 export function idempotencySignal(req: IncomingMessage): AbortSignal | undefined {
   return executionSignal(req);
+}
+
+/**
+ * The database transaction of this request's claim, when the middleware was created with
+ * `transactional: true` (on `PostgresStore`: a node-postgres `PoolClient` between `BEGIN` and `COMMIT`), or
+ * `undefined` when it did not claim the request. Write the request's effects through it: they commit
+ * together with the stored response, or not at all (a 5xx, `notStarted`, a crash, a failed commit).
+ *
+ * @example
+ * ```ts
+ * import type { PoolClient } from "pg";
+ * import { idempotencyTransaction } from "@idempotency/express";
+ *
+ * app.post("/orders", idempotency({ store, scope, transactional: true }), express.json(), async (req, res) => {
+ *   const tx = idempotencyTransaction<PoolClient>(req) as PoolClient;
+ *   const { rows } = await tx.query("INSERT INTO orders (total) VALUES ($1) RETURNING id", [req.body.total]);
+ *   res.status(201).json({ id: rows[0].id });
+ * });
+ * ```
+ */
+export function idempotencyTransaction<Tx = unknown>(req: IncomingMessage): Tx | undefined {
+  return executionTransaction<Tx>(req);
 }

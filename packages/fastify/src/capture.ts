@@ -38,21 +38,40 @@ export async function capturePayload(
   if (body === undefined || body === null) {
     execution.start(status, reply.getHeaders() as ResponseHeadersInput);
     await execution.end();
-    return body;
+    return replaced(reply, execution) ?? body;
   }
   if (status < 200 || status === 204) {
     // Fastify sends these without Content-Type, Content-Length or any body (RFC 9110 §8.6).
     const headers = { ...reply.getHeaders(), "content-type": undefined, "content-length": undefined };
     execution.start(status, headers as ResponseHeadersInput);
     await execution.end();
-    return body;
+    return replaced(reply, execution) ?? body;
   }
   execution.start(status, reply.getHeaders() as ResponseHeadersInput);
-  if (isNodeStream(body)) return new CapturedBody(body, execution);
-  if (isWebStream(body)) return new CapturedBody(Readable.fromWeb(body as WebReadableStream), execution);
+  if (execution.holdsResponse && (isNodeStream(body) || isWebStream(body))) {
+    // Nothing may go out before the end (a transaction commits first): read the stream whole.
+    const source = isNodeStream(body) ? body : Readable.fromWeb(body as WebReadableStream);
+    const chunks: Buffer[] = [];
+    for await (const chunk of source)
+      chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : toBuffer(chunk));
+    body = Buffer.concat(chunks);
+  } else if (isNodeStream(body)) return new CapturedBody(body, execution);
+  else if (isWebStream(body)) return new CapturedBody(Readable.fromWeb(body as WebReadableStream), execution);
   const bytes = typeof body === "string" ? Buffer.from(body) : toBuffer(body as Uint8Array);
   await execution.end(bytes);
-  return bytes;
+  return replaced(reply, execution) ?? bytes;
+}
+
+/** Applies the execution's replacement (a 503 after a failed commit) to the reply, and returns its body. */
+function replaced(reply: FastifyReply, execution: Execution): Buffer | undefined {
+  const replacement = execution.replacement;
+  if (replacement === undefined) return undefined;
+  for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
+  reply.code(replacement.status);
+  const grouped = new Map<string, string[]>();
+  for (const [name, value] of replacement.headers) grouped.set(name, [...(grouped.get(name) ?? []), value]);
+  for (const [name, values] of grouped) reply.header(name, values.length === 1 ? values[0] : values);
+  return toBuffer(replacement.body);
 }
 
 /**

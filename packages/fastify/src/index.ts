@@ -11,6 +11,7 @@ export {
   type IdempotencyRouteConfig,
   idempotency,
   idempotencySignal,
+  idempotencyTransaction,
   notStarted,
 } from "./plugin.js";
 export default idempotency;

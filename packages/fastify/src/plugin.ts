@@ -3,6 +3,7 @@ import {
   createIdempotency,
   declareNotStarted,
   executionSignal,
+  executionTransaction,
   type IdempotencyOptions,
   IdempotencyOptionsError,
 } from "@idempotency/core";
@@ -200,4 +201,27 @@ export function notStarted(reply: FastifyReply): void {
  */
 export function idempotencySignal(target: FastifyRequest | FastifyReply): AbortSignal | undefined {
   return executionSignal("request" in target ? target.request : target);
+}
+
+/**
+ * The database transaction of this request's claim, when the middleware was created with
+ * `transactional: true` (on `PostgresStore`: a node-postgres `PoolClient` between `BEGIN` and `COMMIT`), or
+ * `undefined` when it did not claim the request. Write the request's effects through it: they commit
+ * together with the stored response, or not at all (a 5xx, `notStarted`, a crash, a failed commit).
+ *
+ * @example
+ * ```ts
+ * import type { PoolClient } from "pg";
+ * import { idempotencyTransaction } from "@idempotency/fastify";
+ *
+ * app.post("/orders", { config: { idempotency: true } }, async (request, reply) => {
+ *   const tx = idempotencyTransaction<PoolClient>(request) as PoolClient;
+ *   const { rows } = await tx.query("INSERT INTO orders (total) VALUES ($1) RETURNING id", [request.body.total]);
+ *   reply.code(201);
+ *   return { id: rows[0].id };
+ * });
+ * ```
+ */
+export function idempotencyTransaction<Tx = unknown>(target: FastifyRequest | FastifyReply): Tx | undefined {
+  return executionTransaction<Tx>("request" in target ? target.request : target);
 }

@@ -4,4 +4,4 @@ export type {
   IdempotencyRequest,
   IdempotencyStore,
 } from "@idempotency/core";
-export { idempotency, idempotencySignal, notStarted } from "./middleware.js";
+export { idempotency, idempotencySignal, idempotencyTransaction, notStarted } from "./middleware.js";

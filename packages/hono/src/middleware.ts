@@ -2,6 +2,7 @@ import {
   createIdempotency,
   declareNotStarted,
   executionSignal,
+  executionTransaction,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
@@ -119,6 +120,29 @@ export function notStarted(c: Context): void {
  */
 export function idempotencySignal(c: Context): AbortSignal | undefined {
   return executionSignal(c);
+}
+
+/**
+ * The database transaction of this request's claim, when the middleware was created with
+ * `transactional: true` (on `PostgresStore`: a node-postgres `PoolClient` between `BEGIN` and `COMMIT`), or
+ * `undefined` when it did not claim the request. Write the request's effects through it: they commit
+ * together with the stored response, or not at all (a 5xx, `notStarted`, a crash, a failed commit).
+ *
+ * @example
+ * ```ts
+ * import type { PoolClient } from "pg";
+ * import { idempotencyTransaction } from "@idempotency/hono";
+ *
+ * app.post("/orders", idempotency({ store, scope, transactional: true }), async (c) => {
+ *   const tx = idempotencyTransaction<PoolClient>(c) as PoolClient;
+ *   const { total } = await c.req.json();
+ *   const { rows } = await tx.query("INSERT INTO orders (total) VALUES ($1) RETURNING id", [total]);
+ *   return c.json({ id: rows[0].id }, 201);
+ * });
+ * ```
+ */
+export function idempotencyTransaction<Tx = unknown>(c: Context): Tx | undefined {
+  return executionTransaction<Tx>(c);
 }
 
 /** A replay or a problem, through `c.body` so headers other middleware prepared with `c.header()` apply. */

@@ -1,2 +1,2 @@
 export type { IdempotencyOptions, IdempotencyRequest } from "@idempotency/core";
-export { idempotency, idempotencySignal, notStarted } from "./middleware.js";
+export { idempotency, idempotencySignal, idempotencyTransaction, notStarted } from "./middleware.js";

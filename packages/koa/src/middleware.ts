@@ -2,6 +2,7 @@ import {
   createIdempotency,
   declareNotStarted,
   executionSignal,
+  executionTransaction,
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
@@ -109,6 +110,29 @@ export function notStarted(ctx: AnyContext): void {
  */
 export function idempotencySignal(ctx: AnyContext): AbortSignal | undefined {
   return executionSignal(ctx);
+}
+
+/**
+ * The database transaction of this request's claim, when the middleware was created with
+ * `transactional: true` (on `PostgresStore`: a node-postgres `PoolClient` between `BEGIN` and `COMMIT`), or
+ * `undefined` when it did not claim the request. Write the request's effects through it: they commit
+ * together with the stored response, or not at all (a 5xx, `notStarted`, a crash, a failed commit).
+ *
+ * @example
+ * ```ts
+ * import type { PoolClient } from "pg";
+ * import { idempotencyTransaction } from "@idempotency/koa";
+ *
+ * router.post("/orders", async (ctx) => {
+ *   const tx = idempotencyTransaction<PoolClient>(ctx) as PoolClient;
+ *   const { rows } = await tx.query("INSERT INTO orders (total) VALUES ($1) RETURNING id", [ctx.request.body.total]);
+ *   ctx.status = 201;
+ *   ctx.body = { id: rows[0].id };
+ * });
+ * ```
+ */
+export function idempotencyTransaction<Tx = unknown>(ctx: AnyContext): Tx | undefined {
+  return executionTransaction<Tx>(ctx);
 }
 
 /** Sends a replay or a problem through Koa, with exactly the engine's status, headers and body. */
