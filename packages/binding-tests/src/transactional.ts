@@ -209,6 +209,34 @@ export function describeTransactionalBinding(
       expect(await ordersFor(key)).toBe(1);
     });
 
+    it("rolls back a handler still running at maxExecutionMs, and answers 503 when it finally responds", async (context) => {
+      if (!reachable) return context.skip();
+      let limited!: () => void;
+      const limitPassed = new Promise<void>((resolve) => {
+        limited = resolve;
+      });
+      const url = await app({
+        leaseMs: 300,
+        maxExecutionMs: 300,
+        onEvent: (event) => {
+          if (event.type === "execution-limit") limited();
+        },
+      });
+      const key = randomUUID();
+      const json = JSON.stringify({ key, hold: true });
+      const inside = new Promise<void>((resolve) => entered.set(key, resolve));
+      const first = httpRequest(`${url}/orders`, { key, json });
+      await inside;
+      await limitPassed;
+      // The transaction is gone: the key is free at once, and the handler's late 201 must not reach the client.
+      const retried = await httpRequest(`${url}/orders`, { key, json: JSON.stringify({ key }) });
+      gates.get(key)?.();
+      const late = await first;
+      expect(retried.status).toBe(201);
+      expect(late.status).toBe(503);
+      expect(await ordersFor(key)).toBe(1);
+    });
+
     it("makes a duplicate with waitMs wait on the row lock and get the replay", async (context) => {
       if (!reachable) return context.skip();
       const url = await app({ waitMs: 10_000 });

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { encodeResponse } from "./encoding.js";
 import {
+  IdempotencyAbortError,
   IdempotencyError,
   IdempotencyInProgressError,
   IdempotencyKeyLockedError,
@@ -25,6 +26,12 @@ import { isTransactionalStore, type TransactionalStore, type TransactionOutcome 
 export interface TransactionContext {
   /** The caller's key, as given to `transaction`. */
   readonly key: string;
+  /**
+   * Aborts when the function ran past `maxExecutionMs`: the transaction is then rolled back, and the call
+   * rejects with the signal's reason, an `IdempotencyAbortError` with code `ERR_IDEMPOTENCY_EXECUTION_LIMIT`.
+   * Pass it to long work so it stops. (Synchronous functions, on `SqliteStore`, cannot be interrupted.)
+   */
+  readonly signal: AbortSignal;
 }
 
 /** Everything `transaction` needs from the engine that created it. */
@@ -72,7 +79,30 @@ export async function runTransaction<Tx, T>(
   emit: Emit,
 ): Promise<Awaited<T>> {
   const { base, key } = call;
-  const context: TransactionContext = Object.freeze({ key });
+  const abort = new AbortController();
+  const context: TransactionContext = Object.freeze({ key, signal: abort.signal });
+  let limit: ReturnType<typeof setTimeout> | undefined;
+  /** Rejects at `maxExecutionMs`: a transaction must not hold its lock for ever under a hung function. */
+  const limited = (work: Promise<Uint8Array>): Promise<Uint8Array> => {
+    const { maxExecutionMs } = resolved;
+    if (!Number.isFinite(maxExecutionMs)) return work;
+    return Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        limit = setTimeout(() => {
+          const reason = new IdempotencyAbortError(
+            "ERR_IDEMPOTENCY_EXECUTION_LIMIT",
+            `The transaction function ran past maxExecutionMs (${maxExecutionMs} ms); its transaction was rolled back.`,
+          );
+          emit(() => ({ ...base(), type: "execution-limit", maxExecutionMs }));
+          abort.abort(reason);
+          failed = { error: reason };
+          reject(reason);
+        }, maxExecutionMs);
+        limit.unref?.();
+      }),
+    ]).finally(() => clearTimeout(limit));
+  };
   // The work's own throw is told apart from the store's by identity: it reaches the caller unchanged.
   let failed: { error: unknown } | undefined;
   let result: Awaited<T> | undefined;
@@ -116,7 +146,7 @@ export async function runTransaction<Tx, T>(
               ),
             );
           }
-          return Promise.resolve(value).then(encode, fail);
+          return limited(Promise.resolve(value).then(encode, fail));
         }
         return encode(value as Awaited<T>);
       },

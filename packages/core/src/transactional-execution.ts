@@ -1,4 +1,5 @@
 import { encodeResponse } from "./encoding.js";
+import { IdempotencyAbortError } from "./errors.js";
 import type { Emit, IdempotencyEventBase } from "./events.js";
 import type { Execution } from "./execution.js";
 import { normalizeHeaders, type ResponseHeadersInput, storableHeaders } from "./headers.js";
@@ -20,7 +21,9 @@ export const ROLLBACK: unique symbol = Symbol("@idempotency/core:rollback");
  *   included, and the client gets the response as it is.
  *
  * There is no lease to renew: nobody sees the claim before it commits, and a concurrent duplicate waits on
- * the transaction's lock.
+ * the transaction's lock. A handler still running at `maxExecutionMs` is presumed hung: the transaction is
+ * rolled back (its row lock must not be held for ever), its signal aborts, and whatever it answers later is
+ * replaced by a 503, since its effects are gone.
  */
 export class TransactionalExecution implements Execution {
   readonly tx: unknown;
@@ -36,7 +39,10 @@ export class TransactionalExecution implements Execution {
   #notStarted = false;
   #finished = false;
   #replacement: PreparedResponse | undefined;
-  readonly #signal = new AbortController().signal;
+  readonly #abort = new AbortController();
+  #limit: ReturnType<typeof setTimeout> | undefined;
+  /** `maxExecutionMs` passed: the transaction was rolled back under the running handler. */
+  #limitHit = false;
   /** Settles the store's work: the encoded record to commit, or a rejection with {@link ROLLBACK}. */
   #settleWork!: { resolve(response: Uint8Array | null): void; reject(reason: unknown): void };
   /** The work the store runs inside its transaction: resolves when the handler's response is complete. */
@@ -63,10 +69,29 @@ export class TransactionalExecution implements Execution {
     this.#outcome = new Promise((resolve) => {
       this.#settleOutcome = resolve;
     });
+    const { maxExecutionMs } = options;
+    if (Number.isFinite(maxExecutionMs)) {
+      this.#limit = setTimeout(() => this.#stop(), maxExecutionMs);
+      this.#limit.unref?.();
+    }
   }
 
   get signal(): AbortSignal {
-    return this.#signal;
+    return this.#abort.signal;
+  }
+
+  #stop(): void {
+    if (this.#finished) return;
+    const { maxExecutionMs } = this.#options;
+    this.#limitHit = true;
+    this.#emit(() => ({ ...this.#base(), type: "execution-limit", maxExecutionMs }));
+    this.#abort.abort(
+      new IdempotencyAbortError(
+        "ERR_IDEMPOTENCY_EXECUTION_LIMIT",
+        `The handler ran past maxExecutionMs (${maxExecutionMs} ms); its transaction was rolled back.`,
+      ),
+    );
+    this.#settleWork.reject(ROLLBACK);
   }
 
   /** After `end()` resolved: the response to send instead of the captured one (the commit failed). */
@@ -92,6 +117,7 @@ export class TransactionalExecution implements Execution {
     if (this.#finished) return chunk ?? EMPTY;
     if (chunk && chunk.length > 0) this.#capture(chunk);
     this.#finished = true;
+    clearTimeout(this.#limit);
     const status = this.#status ?? 200;
     const body = this.#chunks.length === 1 ? (this.#chunks[0] as Uint8Array) : Buffer.concat(this.#chunks);
     if (this.#notStarted || !this.#options.shouldStore(status)) {
@@ -112,6 +138,7 @@ export class TransactionalExecution implements Execution {
   async abandon(): Promise<void> {
     if (this.#finished) return;
     this.#finished = true;
+    clearTimeout(this.#limit);
     this.#settleWork.reject(ROLLBACK);
     await this.#outcome;
   }
@@ -135,7 +162,9 @@ export class TransactionalExecution implements Execution {
    * was to be stored is then replaced by a 503: its effects are gone.
    */
   failed(error: unknown): void {
-    if (error === ROLLBACK) {
+    if (this.#limitHit) {
+      this.#replacement = this.#unavailable();
+    } else if (error === ROLLBACK) {
       const status = this.#finished && this.#status !== null ? this.#status : null;
       if (this.#notStarted) this.#emit(() => ({ ...this.#base(), type: "not-started", status }));
       else

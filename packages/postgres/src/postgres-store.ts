@@ -223,6 +223,7 @@ export class PostgresStore implements IdempotencyStore, TransactionalStore<PoolC
     }
     // Whether the client is known to be outside any transaction, so it can go back to the pool as it is.
     let clean = false;
+    let guardedEnd: (() => void) | undefined;
     const rollback = async () => {
       await client.query("ROLLBACK");
       clean = true;
@@ -262,12 +263,17 @@ export class PostgresStore implements IdempotencyStore, TransactionalStore<PoolC
       // The caller's statements run under the session's own timeouts, not the claim's.
       await client.query("SET LOCAL lock_timeout TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT");
       let response: Uint8Array | null;
+      const guarded = guardClient(client);
+      guardedEnd = guarded.end;
       try {
-        response = await work(client);
+        response = await work(guarded.client);
       } catch (error) {
+        guarded.end();
         await rollback().catch(() => {});
         throw error;
       }
+      // From here on only the store writes: the record, then COMMIT.
+      guarded.end();
       let completed: number | null;
       try {
         ({ rowCount: completed } = await client.query(this.#sql.completeInTransaction, [
@@ -301,6 +307,7 @@ export class PostgresStore implements IdempotencyStore, TransactionalStore<PoolC
       }
       return { state: "committed", takeover: row.takeover };
     } finally {
+      guardedEnd?.();
       if (!clean) {
         // Roll back whatever is left; a client whose state is unknown is destroyed, not pooled.
         try {
@@ -364,6 +371,51 @@ export class PostgresStore implements IdempotencyStore, TransactionalStore<PoolC
       cause: error,
     });
   }
+}
+
+/**
+ * The client as the caller's function sees it: the pooled client itself, except that once the transaction
+ * has ended `query` rejects and `release` throws. Work the function left running (a promise it did not
+ * await) must never write through a client that went back to the pool, where its statements would run
+ * outside any transaction, or inside somebody else's.
+ */
+function guardClient(client: PoolClient): { client: PoolClient; end(): void } {
+  let ended = false;
+  const endedError = () =>
+    new IdempotencyStoreError(
+      "PostgresStore transaction: this transaction has already ended (committed or rolled back), so its client no longer accepts statements. Await every statement inside the transaction function.",
+    );
+  const proxy = new Proxy(client, {
+    get(target, property) {
+      if (property === "query") {
+        return (...args: unknown[]) => {
+          if (ended) {
+            const callback = args.find((arg) => typeof arg === "function") as
+              | ((error: Error) => void)
+              | undefined;
+            if (callback) return void process.nextTick(callback, endedError());
+            return Promise.reject(endedError());
+          }
+          return (target.query as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      if (property === "release") {
+        return () => {
+          throw new IdempotencyStoreError(
+            "PostgresStore transaction: the transaction's client belongs to the store, which releases it after COMMIT or ROLLBACK; do not release it yourself.",
+          );
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return {
+    client: proxy,
+    end: () => {
+      ended = true;
+    },
+  };
 }
 
 function reasonOf(error: unknown): string {

@@ -324,6 +324,53 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
     expect((thrown as Error).message).toMatch(/ended the transaction itself/);
   });
 
+  it("refuses statements through the transaction's client once it has ended, and its release", async () => {
+    const idempotency = engine();
+    const key = `late-${randomUUID()}`;
+    let late: Promise<unknown> | undefined;
+    let released: unknown;
+    await idempotency.transaction(key, async (tx) => {
+      late = new Promise((resolve) => setTimeout(resolve, 20)).then(() => insertOrder(tx, key, "late"));
+      try {
+        tx.release();
+      } catch (error) {
+        released = error;
+      }
+      return "returned";
+    });
+    const thrown = await rejectionOf(late as Promise<unknown>);
+    expect(thrown).toBeInstanceOf(IdempotencyStoreError);
+    expect((thrown as Error).message).toMatch(/already ended/);
+    expect(released).toBeInstanceOf(IdempotencyStoreError);
+    expect(await ordersFor(key)).toHaveLength(0);
+  });
+
+  it("rolls back a function still running at maxExecutionMs, aborting its signal", async () => {
+    const events: IdempotencyEvent[] = [];
+    const idempotency = createIdempotency({
+      store: new PostgresStore({ pool: pool(), table }),
+      scope: "global",
+      leaseMs: 300,
+      maxExecutionMs: 300,
+      onEvent: (event) => events.push(event),
+    });
+    const key = `hung-${randomUUID()}`;
+    let aborted: unknown;
+    const thrown = await rejectionOf(
+      idempotency.transaction(key, async (tx, { signal }) => {
+        await insertOrder(tx, key);
+        await new Promise((resolve) => signal.addEventListener("abort", resolve));
+        aborted = signal.reason;
+      }),
+    );
+    expect((thrown as { code?: string }).code).toBe("ERR_IDEMPOTENCY_EXECUTION_LIMIT");
+    expect(aborted).toBe(thrown);
+    expect(await ordersFor(key)).toHaveLength(0);
+    expect(events.map((event) => event.type)).toEqual(["execution-limit", "released"]);
+    // The key is free again.
+    expect(await idempotency.transaction(key, async () => "second")).toBe("second");
+  });
+
   it("needs a store with transactions, and says which to use", async () => {
     const idempotency = createIdempotency({ store: new MemoryStore(), scope: "global" });
     const thrown = await rejectionOf(idempotency.transaction("k", async () => 1));
