@@ -488,6 +488,14 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     fail("leaseMs", `must not exceed ttlMs (${ttlMs}); a lease cannot outlive its record.`);
 
   const maxExecutionMs = resolveMaxExecution(options.maxExecutionMs, leaseMs, ttlMs);
+  const failOpen = booleanOption("failOpen", options.failOpen, false);
+  const transactional = transactionalOption(store as IdempotencyStore, options.transactional);
+  if (failOpen && transactional) {
+    fail(
+      "failOpen",
+      "cannot be combined with transactional: true: the handler writes through the store's own database, so with the store down it could not run either.",
+    );
+  }
   const retryAfterMs = wholeNumberOption("retryAfterMs", options.retryAfterMs, {
     min: 1,
     unit: "milliseconds",
@@ -536,8 +544,8 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     maxResponseBytes,
     maxRequestBytes,
     storeTimeoutMs,
-    failOpen: booleanOption("failOpen", options.failOpen, false),
-    transactional: transactionalOption(store as IdempotencyStore, options.transactional),
+    failOpen,
+    transactional,
     shouldStore: optionalFunction("shouldStore", options.shouldStore) ?? defaultShouldStore,
     onEvent: optionalFunction("onEvent", options.onEvent),
     now: optionalFunction("now", options.now) ?? (() => Date.now()),

@@ -58,6 +58,16 @@ describe("the transactional option", () => {
     );
   });
 
+  it("cannot be combined with failOpen", () => {
+    const store = Object.assign(new MemoryStore(), {
+      synchronousTransactions: false,
+      transaction: async () => ({ state: "locked" as const }),
+    });
+    expect(() => createIdempotency({ store, scope: "global", transactional: true, failOpen: true })).toThrow(
+      /Invalid option "failOpen": cannot be combined with transactional: true/,
+    );
+  });
+
   it("must be a boolean", () => {
     expect(() =>
       createIdempotency({ store: new MemoryStore(), scope: "global", transactional: "yes" as never }),
