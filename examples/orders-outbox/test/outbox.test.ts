@@ -85,21 +85,27 @@ describe("orders-outbox", () => {
     redisServer = spawn(
       "redis-server",
       ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      {
-        stdio: "ignore",
-      },
+      { stdio: ["ignore", "pipe", "inherit"] },
     );
-    redisServer.on("error", (error) => {
-      throw new Error(
-        `redis-server could not start (${error.message}): install redis-server to run this example's tests.`,
+    // Connect only once it says it listens: a client racing its start-up exhausts its retries on a loaded machine.
+    await new Promise<void>((resolve, reject) => {
+      let output = "";
+      redisServer.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk.toString("utf8");
+        if (output.includes("Ready to accept connections")) resolve();
+      });
+      redisServer.once("error", (error) =>
+        reject(
+          new Error(
+            `redis-server could not start (${error.message}): install redis-server to run this example's tests.`,
+          ),
+        ),
       );
+      redisServer.once("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${output}`)));
     });
     redisUrl = `redis://127.0.0.1:${port}`;
-    redis = new Redis(redisUrl, {
-      maxRetriesPerRequest: 1,
-      retryStrategy: (times) => (times > 50 ? null : 20),
-    });
-    redis.on("error", () => undefined); // refused until redis-server listens; the retry strategy covers it
+    redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    redis.on("error", () => undefined);
     await redis.ping();
     await createSchema(pool, names);
   }, 30_000);

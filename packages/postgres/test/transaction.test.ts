@@ -327,10 +327,16 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
   it("refuses statements through the transaction's client once it has ended, and its release", async () => {
     const idempotency = engine();
     const key = `late-${randomUUID()}`;
+    // The leftover work runs once the transaction has ended, however long COMMIT takes, and its
+    // rejection is observed from the start so it can never surface as unhandled.
+    let ended!: () => void;
+    const afterEnd = new Promise<void>((resolve) => {
+      ended = resolve;
+    });
     let late: Promise<unknown> | undefined;
     let released: unknown;
     await idempotency.transaction(key, async (tx) => {
-      late = new Promise((resolve) => setTimeout(resolve, 20)).then(() => insertOrder(tx, key, "late"));
+      late = rejectionOf(afterEnd.then(() => insertOrder(tx, key, "late")));
       try {
         tx.release();
       } catch (error) {
@@ -338,7 +344,8 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
       }
       return "returned";
     });
-    const thrown = await rejectionOf(late as Promise<unknown>);
+    ended();
+    const thrown = await late;
     expect(thrown).toBeInstanceOf(IdempotencyStoreError);
     expect((thrown as Error).message).toMatch(/already ended/);
     expect(released).toBeInstanceOf(IdempotencyStoreError);
@@ -433,7 +440,7 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
         expect(runs).toBe(1);
         expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
       }
-    });
+    }, 60_000);
   });
 
   it("4 processes racing on the same 25 keys: one effect per key, every caller gets that effect's result", async () => {
@@ -458,5 +465,5 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
     for (const outcome of outcomes)
       expect(outcome.result).toEqual({ key: outcome.key, worker: effectOf.get(outcome.key) });
     await Promise.all(workers.map((worker) => worker.exited));
-  });
+  }, 60_000);
 });

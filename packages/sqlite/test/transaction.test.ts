@@ -259,7 +259,7 @@ describe("idempotency.transaction() on SqliteStore", () => {
       expect(runs).toBe(1);
       expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
     }
-  });
+  }, 60_000);
 
   it("4 processes racing on the same 25 keys of one file: one effect per key, every caller gets its result", async () => {
     // The records table exists before the workers start, as after any first use.
@@ -285,5 +285,5 @@ describe("idempotency.transaction() on SqliteStore", () => {
     for (const outcome of outcomes) {
       expect(outcome.result).toEqual({ key: outcome.key, worker: effectOf.get(outcome.key) });
     }
-  });
+  }, 60_000);
 });
