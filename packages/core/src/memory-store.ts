@@ -114,7 +114,7 @@ export class MemoryStore implements IdempotencyStore {
     if (done && decision.state === "completed") {
       this.#completed.delete(key); // touched: now the most recently used
       this.#completed.set(key, done);
-      decision.response = copy(done.response);
+      decision.response = handOut(done.response);
     }
     if (decision.state !== "claimed") return decision;
     this.#inFlight.delete(key); // re-insert at the end, so the sweep cursor reaches fresh records last
@@ -138,7 +138,7 @@ export class MemoryStore implements IdempotencyStore {
       fingerprint: running.fingerprint,
       token: null,
       leaseUntil: 0,
-      response: copy(response),
+      response: keep(response),
       expiresAt: now + ttlMs,
     });
     return true;
@@ -166,7 +166,7 @@ export class MemoryStore implements IdempotencyStore {
       return {
         state: "completed",
         fingerprint: done.fingerprint,
-        response: copy(done.response),
+        response: handOut(done.response),
         ttlRemainingMs: done.expiresAt - now,
       };
     }
@@ -262,6 +262,21 @@ function sweepStep<T extends { expiresAt: number }>(
   return current;
 }
 
-function copy(bytes: Uint8Array | null): Uint8Array | null {
-  return bytes === null ? null : bytes.slice();
+/**
+ * The record's own copy of a response: exactly its bytes, in memory nothing else shares, so the caller may
+ * reuse its buffer (`Buffer#slice` would be a view of it) and a long-lived record pins nothing larger.
+ */
+function keep(bytes: Uint8Array | null): Uint8Array | null {
+  return bytes === null ? null : new Uint8Array(bytes);
+}
+
+/**
+ * A copy for a reader, who may change it without changing the record. Short-lived, so small ones come from
+ * Node's shared buffer pool, which is much cheaper than memory of their own.
+ */
+function handOut(bytes: Uint8Array | null): Uint8Array | null {
+  if (bytes === null) return null;
+  const out = Buffer.allocUnsafe(bytes.length);
+  out.set(bytes);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }

@@ -189,7 +189,7 @@ export interface IdempotencyStore {
   /**
    * If `token` still owns the in-flight record: mark it completed with `response`, living `ttlMs` from now,
    * and return `true`. Otherwise change nothing and return `false`. A lease that expired without a takeover
-   * still belongs to its token.
+   * still belongs to its token. `response` is the caller's buffer: write it out or copy it, never keep it.
    */
   complete(
     key: string,

@@ -20,6 +20,10 @@ function binarySamples(): Record<string, Uint8Array> {
     "1 MiB of random bytes": Uint8Array.from(randomBytes(MIB)),
     // Stores that write `view.buffer` instead of the view store the whole backing buffer.
     "a view into a larger buffer": new Uint8Array(backing.buffer, 7, 32),
+    // Node's Buffer#slice is a view, not a copy: a store that "copies" with slice() keeps the caller's memory.
+    "a Node Buffer": randomBytes(300),
+    // A small Buffer.from lives in Node's shared 8 KiB pool, beside other buffers.
+    "a pooled Node Buffer": Buffer.from("a pooled response body"),
   };
 }
 

@@ -117,12 +117,12 @@ export class SimpleStore implements IdempotencyStore {
 
   /** The bytes handed to a reader: a copy, so a reader that changes them cannot change the record. */
   protected handedOut(response: Uint8Array | null): Uint8Array | null {
-    return response === null ? null : response.slice();
+    return response === null ? null : new Uint8Array(response);
   }
 
-  /** The bytes kept for a response: a copy, so the caller may reuse its buffer. */
+  /** The bytes kept for a response: a copy (not `slice()`, a view on a Node Buffer), so the caller may reuse its buffer. */
   protected kept(response: Uint8Array): Uint8Array {
-    return response.slice();
+    return new Uint8Array(response);
   }
 
   protected completedExpiry(_row: Row, ttlMs: number): number {
