@@ -7,6 +7,20 @@ describe("identity", () => {
     expect(identityKey("tenant", "POST", "/orders", "k")).toMatch(/^[0-9a-f]{64}$/);
   });
 
+  it("keeps the digests of earlier versions, so records stored before an upgrade are still found", () => {
+    // Computed with the original createHash().update(`${length}:`).update(part) loop over the four parts.
+    expect(identityKey("tenant-42", "POST", "/orders", "order-7")).toBe(
+      "429519b9aec6d04542d8029c9ac2ccb8bef1fbeb8a7628620c2b84d5f052df88",
+    );
+    expect(identityKey("tënant", "POST", "/ordres/ü", "clé-🔑")).toBe(
+      "52f19ea23024501a68e8f55bf2ca565cbd2b575f63c5cd330c87f22b5a63774b",
+    );
+    // Lone surrogates at the edges of parts are encoded as U+FFFD each, never paired across parts.
+    expect(identityKey("a\ud800", "POST", "/x", "\udc00k")).toBe(
+      "4bd56fc99efd71549420b590471a90445d164baa390c15189df6bb208c9cc8ac",
+    );
+  });
+
   it("cannot be collided by moving characters between parts", () => {
     const keys = new Set([
       identityKey("a:b", "POST", "/x", "k"),
