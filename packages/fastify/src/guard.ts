@@ -62,22 +62,41 @@ export class RouteGuard {
       done(null, payload);
       return;
     }
+    if (this.#refusesOversized && declaredLength(request) > maxRequestBytes) {
+      // The client announced more than can ever be fingerprinted: refuse before reading a byte of it, as the
+      // other bindings do, instead of buffering up to maxRequestBytes of a body that may arrive slowly.
+      state.bodyTooLarge = true;
+      this.#refuseOversized(request, reply, state, () => done(null, payload), done);
+      return;
+    }
     bufferBody(request.raw, payload, maxRequestBytes, state).then(
       (stream) => {
         if (!state.bodyTooLarge || !this.#refusesOversized) return done(null, stream);
-        // Answer now, before Fastify parses (or refuses, past its bodyLimit) a body that can never be
-        // fingerprinted: the engine says 413, or 400 for a bad key, without any user function or store call.
-        this.#engine.handle(neutralRequest(request, state)).then(
-          (decision) => {
-            if (decision.action === "respond") sendProblem(reply, decision.response);
-            else done(null, stream); // unreachable: the default fingerprint cannot read the body
-          },
-          (error: Error) => done(error),
-        );
+        this.#refuseOversized(request, reply, state, () => done(null, stream), done);
       },
       (error: Error) => done(error),
     );
   };
+
+  /**
+   * Answers now, before Fastify parses (or refuses, past its bodyLimit) a body that can never be
+   * fingerprinted: the engine says 413, or 400 for a bad key, without any user function or store call.
+   */
+  #refuseOversized(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    state: RequestState,
+    proceed: () => void,
+    fail: Done,
+  ): void {
+    this.#engine.handle(neutralRequest(request, state)).then(
+      (decision) => {
+        if (decision.action === "respond") sendProblem(reply, decision.response);
+        else proceed(); // unreachable: the default fingerprint cannot read the body
+      },
+      (error: Error) => fail(error),
+    );
+  }
 
   readonly preHandler = (request: FastifyRequest, reply: FastifyReply, done: Done) => {
     const state = stateOf(request);
@@ -131,4 +150,11 @@ export class RouteGuard {
       (error: Error) => done(error),
     );
   };
+}
+
+/** The request's `Content-Length` as a number, or -1 when it has none (or not a plain decimal one). */
+function declaredLength(request: FastifyRequest): number {
+  const declared = request.headers["content-length"];
+  if (declared === undefined || !/^\s*\d+\s*$/.test(declared)) return -1;
+  return Number(declared);
 }

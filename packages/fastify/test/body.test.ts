@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import type { Readable } from "node:stream";
 import { createGunzip, gzipSync } from "node:zlib";
 import { PROBLEM_TYPES } from "@idempotency/core";
@@ -141,6 +142,39 @@ describe.each(FASTIFY_VERSIONS)("%s request bodies", (_name, lib) => {
     expect(res.status).toBe(413);
     expect((res.json() as { type: string }).type).toBe(PROBLEM_TYPES.requestTooLarge);
     expect(store.totalCalls).toBe(0);
+  });
+
+  it("answers 413 at once when the declared Content-Length is above maxRequestBytes, without waiting for the body", async () => {
+    const { options, store } = recording({ maxRequestBytes: 1024 });
+    let runs = 0;
+    const { url } = await serve(lib, async (app) => {
+      // A bodyLimit far above maxRequestBytes, so that only the guard can refuse the request.
+      await app.register(idempotency, { ...options, allRoutes: true });
+      app.post("/orders", { bodyLimit: 64 * 1024 * 1024 }, async () => ({ run: ++runs }));
+    });
+    const { port } = new URL(url);
+    // The client announces 10 MB and sends 16 bytes: the answer must not wait for the other 9.99 MB.
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), "127.0.0.1");
+      let received = "";
+      socket.on("data", (chunk) => {
+        received += chunk.toString("latin1");
+        if (received.includes("\r\n\r\n")) {
+          socket.destroy();
+          resolve(received);
+        }
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(received));
+      socket.write(
+        "POST /orders HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+          'Idempotency-Key: "k-declared"\r\nContent-Length: 10000000\r\n\r\n{"item":"apple",',
+      );
+    });
+    expect(head.split("\r\n")[0]).toBe("HTTP/1.1 413 Payload Too Large");
+    expect(head.toLowerCase()).toContain("content-type: application/problem+json");
+    expect(store.totalCalls).toBe(0);
+    expect(runs).toBe(0);
   });
 
   it("does not read the body when the fingerprint is off", async () => {
