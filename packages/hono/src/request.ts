@@ -4,6 +4,7 @@ import {
   IdempotencyRequestTooLargeError,
   splitRequestTarget,
 } from "@idempotency/core";
+import { peekNodeBody } from "@idempotency/core/node";
 import type { Context } from "hono";
 
 /**
@@ -36,6 +37,13 @@ export function toIdempotencyRequest(c: Context): IdempotencyRequest {
  */
 async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
   const raw = c.req.raw;
+  const incoming = untouchedIncoming(c);
+  if (incoming !== undefined && !raw.bodyUsed) {
+    // On @hono/node-server, read the Node request underneath instead of cloning the Request: a clone makes
+    // the server build a full Request with a teed stream, where peeking leaves the bytes in Node's stream
+    // for the server's own fast body reads (`c.req.json()`) and for `c.req.raw` alike.
+    return peekNodeBody(incoming, maxBytes);
+  }
   if (!raw.bodyUsed) {
     try {
       return await readLimited(raw.clone(), maxBytes);
@@ -79,4 +87,28 @@ async function readLimited(request: Request, maxBytes: number): Promise<Uint8Arr
     offset += chunk.byteLength;
   }
   return body;
+}
+
+/**
+ * The Node request under a Hono context on `@hono/node-server` (`c.env.incoming`), when nobody has started
+ * reading it: its body can then be peeked at (the server reads it lazily, only when the Request's body is
+ * asked for). Undefined on any other runtime or server, or once the server has attached its own reader.
+ */
+type IncomingMessage = Parameters<typeof peekNodeBody>[0];
+
+function untouchedIncoming(c: Context): IncomingMessage | undefined {
+  const incoming = (c.env as { incoming?: unknown } | undefined)?.incoming as IncomingMessage | undefined;
+  if (
+    incoming === undefined ||
+    incoming === null ||
+    typeof incoming.on !== "function" ||
+    typeof incoming.push !== "function" ||
+    incoming.readableDidRead !== false ||
+    incoming.readableFlowing !== null ||
+    incoming.readableEnded ||
+    incoming.destroyed
+  ) {
+    return undefined;
+  }
+  return incoming;
 }
