@@ -13,6 +13,8 @@ export interface RunningServer {
 const SERVER_ENTRIES = {
   express: new URL("./server.ts", import.meta.url),
   fastify: new URL("./server-fastify.ts", import.meta.url),
+  hono: new URL("./server-hono.ts", import.meta.url),
+  koa: new URL("./server-koa.ts", import.meta.url),
 };
 
 /** Every child still running, killed if the parent exits early (an uncaught error), so none is orphaned. */

@@ -6,23 +6,30 @@ export type Library =
   | "express-idempotency"
   | "node-idempotency"
   | "plain-fastify"
-  | "ours-fastify";
+  | "ours-fastify"
+  | "plain-hono"
+  | "ours-hono"
+  | "plain-koa"
+  | "ours-koa";
 
-export type Framework = "express" | "fastify";
+export type Framework = "express" | "fastify" | "hono" | "koa";
 
-/** The framework a library's server runs on: the Fastify rows are compared with each other only. */
+/** The framework a library's server runs on: the rows of each framework are compared with each other only. */
 export function frameworkOf(library: Library): Framework {
-  return library === "plain-fastify" || library === "ours-fastify" ? "fastify" : "express";
+  if (library === "plain-fastify" || library === "ours-fastify") return "fastify";
+  if (library === "plain-hono" || library === "ours-hono") return "hono";
+  if (library === "plain-koa" || library === "ours-koa") return "koa";
+  return "express";
 }
 
 /** A baseline: the framework with no idempotency at all. */
 export function isBaseline(library: Library): boolean {
-  return library === "plain" || library === "plain-fastify";
+  return library === "plain" || library.startsWith("plain-");
 }
 
 /** Our library on that framework: the row every other row of the framework is divided by. */
 export function oursOn(framework: Framework): Library {
-  return framework === "fastify" ? "ours-fastify" : "ours";
+  return framework === "express" ? "ours" : `ours-${framework}`;
 }
 export type StoreKind = "none" | "memory" | "redis" | "sqlite" | "postgres" | "mongodb";
 
@@ -59,6 +66,10 @@ export const LIBRARY_LABELS: Record<Library, string> = {
   "node-idempotency": "@node-idempotency/core + our Express wiring",
   "plain-fastify": "plain Fastify (no idempotency)",
   "ours-fastify": "@idempotency/fastify (ours)",
+  "plain-hono": "plain Hono (no idempotency)",
+  "ours-hono": "@idempotency/hono (ours)",
+  "plain-koa": "plain Koa (no idempotency)",
+  "ours-koa": "@idempotency/koa (ours)",
 };
 
 export const STORE_LABELS: Record<StoreKind, string> = {
@@ -87,6 +98,10 @@ export const TARGETS: Target[] = [
   { library: "ours", store: "mongodb" },
   { library: "plain-fastify", store: "none" },
   { library: "ours-fastify", store: "memory" },
+  { library: "plain-hono", store: "none" },
+  { library: "ours-hono", store: "memory" },
+  { library: "plain-koa", store: "none" },
+  { library: "ours-koa", store: "memory" },
 ];
 
 export function targetName(target: Target): string {

@@ -72,7 +72,7 @@ const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
 
 function throughputTable(measurements: Measurement[]): string {
   const medianRps = (m: Measurement) => median(m.rounds.map((r) => r.requestsPerSecond));
-  // Each row is compared with ours on its own framework (Express or Fastify), in the same scenario and store.
+  // Each row is compared with ours on its own framework (Express, Fastify, Hono or Koa), in the same scenario and store.
   const ours = (library: Library, scenario: Scenario, store: string) =>
     measurements.find(
       (m) =>
@@ -81,7 +81,7 @@ function throughputTable(measurements: Measurement[]): string {
         m.target.store === store,
     );
   // Grouped by framework, store, then scenario, ours first in each group, so the rows compared sit together.
-  const frameworkOrder = ["express", "fastify"];
+  const frameworkOrder = ["express", "fastify", "hono", "koa"];
   const storeOrder = ["none", "memory", "redis", "sqlite", "postgres", "mongodb"];
   const scenarioOrder: Scenario[] = ["baseline", "first", "replay"];
   const libraryOrder: Library[] = [
@@ -91,6 +91,10 @@ function throughputTable(measurements: Measurement[]): string {
     "node-idempotency",
     "plain-fastify",
     "ours-fastify",
+    "plain-hono",
+    "ours-hono",
+    "plain-koa",
+    "ours-koa",
   ];
   const sorted = [...measurements].sort(
     (a, b) =>
@@ -225,8 +229,8 @@ export function renderReport(
     "",
     "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours on the same framework in " +
       "the same scenario and store: below 1.00x the row is slower than ours, above 1.00x faster. Each baseline " +
-      "row is divided by ours on its framework in (b) on memory, so it shows the ceiling that plain Express or " +
-      "plain Fastify reaches without any idempotency. **server CPU µs/req** is the server process's CPU time " +
+      "row is divided by ours on its framework in (b) on memory, so it shows the ceiling that the plain framework " +
+      "reaches without any idempotency. **server CPU µs/req** is the server process's CPU time " +
       "(user + system) over the measured load divided by the requests answered: steadier than req/s on shared " +
       "cores, and the figure to read the overhead from. " +
       "**handler runs** in (c) counts executions over the whole run: 1 (the request that stored the key) is " +
