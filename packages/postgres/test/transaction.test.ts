@@ -411,36 +411,40 @@ describe.skipIf(!postgresReachable)("idempotency.transaction() on PostgresStore"
       ["before-effect", "no effect, no record: the retry runs once"],
       ["after-effect", "the uncommitted effect is rolled back: the retry runs once"],
       ["committed", "the effect and the record committed: the retry replays"],
-    ])("killed at %s: %s; exactly one effect in the end", async (point) => {
-      const key = `crash-${point}-${randomUUID()}`;
-      const child = new Child(["crash", point, table, orders, key]);
-      children.push(child);
-      for (;;) {
-        const message = await child.next<{ type: string; point?: string }>();
-        if (message.point === point) break;
-      }
-      child.process.kill("SIGKILL");
-      expect((await child.exited).signal).toBe("SIGKILL");
-      const before = await ordersFor(key);
-      // PostgreSQL ends the dead session's transaction as soon as it notices the closed socket; the retry
-      // waits on the row lock until then (waitMs), never runs beside it.
-      let runs = 0;
-      const retried = await engine({ waitMs: 10_000 }).transaction(key, async (tx) => {
-        runs++;
-        return { orderId: await insertOrder(tx, key, "retry") };
-      });
-      const after = await ordersFor(key);
-      expect(after).toHaveLength(1);
-      if (point === "committed") {
-        expect(before).toHaveLength(1);
-        expect(runs).toBe(0);
-        expect(retried).toEqual({ orderId: before[0]?.id });
-      } else {
-        expect(before).toHaveLength(0);
-        expect(runs).toBe(1);
-        expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
-      }
-    }, 60_000);
+    ])(
+      "killed at %s: %s; exactly one effect in the end",
+      async (point) => {
+        const key = `crash-${point}-${randomUUID()}`;
+        const child = new Child(["crash", point, table, orders, key]);
+        children.push(child);
+        for (;;) {
+          const message = await child.next<{ type: string; point?: string }>();
+          if (message.point === point) break;
+        }
+        child.process.kill("SIGKILL");
+        expect((await child.exited).signal).toBe("SIGKILL");
+        const before = await ordersFor(key);
+        // PostgreSQL ends the dead session's transaction as soon as it notices the closed socket; the retry
+        // waits on the row lock until then (waitMs), never runs beside it.
+        let runs = 0;
+        const retried = await engine({ waitMs: 10_000 }).transaction(key, async (tx) => {
+          runs++;
+          return { orderId: await insertOrder(tx, key, "retry") };
+        });
+        const after = await ordersFor(key);
+        expect(after).toHaveLength(1);
+        if (point === "committed") {
+          expect(before).toHaveLength(1);
+          expect(runs).toBe(0);
+          expect(retried).toEqual({ orderId: before[0]?.id });
+        } else {
+          expect(before).toHaveLength(0);
+          expect(runs).toBe(1);
+          expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
+        }
+      },
+      60_000,
+    );
   });
 
   it("4 processes racing on the same 25 keys: one effect per key, every caller gets that effect's result", async () => {

@@ -231,35 +231,39 @@ describe("idempotency.transaction() on SqliteStore", () => {
     ["before-effect", "no effect, no record: the retry runs once"],
     ["after-effect", "the uncommitted effect is rolled back: the retry runs once"],
     ["committed", "the effect and the record committed: the retry replays"],
-  ])("a process killed at %s: %s; exactly one effect in the end", async (point) => {
-    app.db.close();
-    const key = `crash-${point}`;
-    const child = new Child(["crash", point, app.file, key]);
-    for (;;) {
-      if ((await child.next()) === `point ${point}`) break;
-    }
-    child.process.kill("SIGKILL");
-    expect((await child.exited).signal).toBe("SIGKILL");
-    // The dead process's write lock went with it; its uncommitted WAL frames are ignored.
-    app.db = new Database(app.file);
-    const before = ordersFor(key);
-    let runs = 0;
-    const retried = await engine().transaction(key, (tx) => {
-      runs++;
-      return { orderId: insertOrder(tx, key, "retry") };
-    });
-    const after = ordersFor(key);
-    expect(after).toHaveLength(1);
-    if (point === "committed") {
-      expect(before).toHaveLength(1);
-      expect(runs).toBe(0);
-      expect(retried).toEqual({ orderId: before[0]?.id });
-    } else {
-      expect(before).toEqual([]);
-      expect(runs).toBe(1);
-      expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
-    }
-  }, 60_000);
+  ])(
+    "a process killed at %s: %s; exactly one effect in the end",
+    async (point) => {
+      app.db.close();
+      const key = `crash-${point}`;
+      const child = new Child(["crash", point, app.file, key]);
+      for (;;) {
+        if ((await child.next()) === `point ${point}`) break;
+      }
+      child.process.kill("SIGKILL");
+      expect((await child.exited).signal).toBe("SIGKILL");
+      // The dead process's write lock went with it; its uncommitted WAL frames are ignored.
+      app.db = new Database(app.file);
+      const before = ordersFor(key);
+      let runs = 0;
+      const retried = await engine().transaction(key, (tx) => {
+        runs++;
+        return { orderId: insertOrder(tx, key, "retry") };
+      });
+      const after = ordersFor(key);
+      expect(after).toHaveLength(1);
+      if (point === "committed") {
+        expect(before).toHaveLength(1);
+        expect(runs).toBe(0);
+        expect(retried).toEqual({ orderId: before[0]?.id });
+      } else {
+        expect(before).toEqual([]);
+        expect(runs).toBe(1);
+        expect(after).toEqual([{ id: retried.orderId, worker: "retry" }]);
+      }
+    },
+    60_000,
+  );
 
   it("4 processes racing on the same 25 keys of one file: one effect per key, every caller gets its result", async () => {
     // The records table exists before the workers start, as after any first use.
