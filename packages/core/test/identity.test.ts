@@ -15,10 +15,28 @@ describe("identity", () => {
     expect(identityKey("tënant", "POST", "/ordres/ü", "clé-🔑")).toBe(
       "52f19ea23024501a68e8f55bf2ca565cbd2b575f63c5cd330c87f22b5a63774b",
     );
-    // Lone surrogates at the edges of parts are encoded as U+FFFD each, never paired across parts.
-    expect(identityKey("a\ud800", "POST", "/x", "\udc00k")).toBe(
-      "4bd56fc99efd71549420b590471a90445d164baa390c15189df6bb208c9cc8ac",
+  });
+
+  it("keeps scopes apart that differ only in lone surrogates (UTF-8 would make each one U+FFFD)", () => {
+    // A tenant id from JSON.parse('"t\\ud800"') is a lone surrogate: two such tenants must not share records.
+    const identities = new Set([
+      identityKey("t\ud800", "POST", "/x", "k"),
+      identityKey("t\ud801", "POST", "/x", "k"),
+      identityKey("t\udc00", "POST", "/x", "k"),
+      identityKey("t\ufffd", "POST", "/x", "k"),
+      identityKey("t", "POST", "/x", "\ud800k"),
+      identityKey("t", "POST", "/x", "\udbffk"),
+      identityKey("a\ud800", "POST", "/x", "\udc00k"),
+      identityKey("a\ud800\udc00", "POST", "/x", "k"),
+      identityKey("a\u{10000}", "POST", "/x", "k"),
+    ]);
+    expect(identities.size).toBe(8); // "a\ud800\udc00" is "a\u{10000}": the same well-formed string
+    expect(identityKey("a\ud800\udc00", "POST", "/x", "k")).toBe(
+      identityKey("a\u{10000}", "POST", "/x", "k"),
     );
+    // A code-unit frame can never equal a well-formed one: it starts with "u", they start with a digit.
+    expect(identityKey("\ud800", "POST", "/x", "k")).not.toBe(identityKey("u1:d800", "POST", "/x", "k"));
+    for (const identity of identities) expect(identity).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it("cannot be collided by moving characters between parts", () => {

@@ -158,6 +158,16 @@ describe("idempotency.run", () => {
     expect([a, b, runs]).toEqual([1, 2, 2]);
   });
 
+  it("keeps scopes apart that differ only in a lone surrogate: two tenants, two runs", async () => {
+    const idempotency = engine();
+    let runs = 0;
+    // JSON.parse('"t\\ud800"') gives such a tenant id; UTF-8 alone would turn both into "t\ufffd".
+    const a = await idempotency.run("k", () => ++runs, { scope: "t\ud800" });
+    const b = await idempotency.run("k", () => ++runs, { scope: "t\ud801" });
+    const c = await idempotency.run("k", () => ++runs, { scope: "t\ufffd" });
+    expect([a, b, c, runs]).toEqual([1, 2, 3, 3]);
+  });
+
   it("never meets an HTTP record with the same key", async () => {
     const idempotency = engine();
     await idempotency.run("k", () => "job");
