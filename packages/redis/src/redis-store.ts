@@ -234,10 +234,14 @@ export class RedisStore implements IdempotencyStore {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(
-          new IdempotencyStoreError(
-            `RedisStore ${script.name} failed: Redis did not answer within ${timeoutMs} ms; ` +
-              "the command will not apply if it reaches Redis later.",
+        // One turn later, after the poll phase: a timer that fires late (a busy event loop) must not report a
+        // timeout for a reply that is already in the socket, from a command Redis applied within its deadline.
+        setImmediate(() =>
+          reject(
+            new IdempotencyStoreError(
+              `RedisStore ${script.name} failed: Redis did not answer within ${timeoutMs} ms; ` +
+                "the command will not apply if it reaches Redis later.",
+            ),
           ),
         );
       }, timeoutMs);

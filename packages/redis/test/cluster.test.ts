@@ -12,11 +12,15 @@ beforeAll(async () => {
 afterAll(() => cluster?.stop());
 
 // Every instance is its own ioredis Cluster client with its own connections to the three masters.
-describeStore("RedisStore (3-master Redis Cluster)", () => new RedisStore({ client: cluster.client() }));
+// A generous timeout: three masters and the suite share 2 cores with the other packages' tests in CI.
+describeStore(
+  "RedisStore (3-master Redis Cluster)",
+  () => new RedisStore({ client: cluster.client(), timeoutMs: 10_000 }),
+);
 
 describe("RedisStore on Redis Cluster", () => {
   it("spreads records over all three masters, each record on the node that owns its slot", async () => {
-    const store = new RedisStore({ client: cluster.client(), prefix: "spread:" });
+    const store = new RedisStore({ client: cluster.client(), prefix: "spread:", timeoutMs: 10_000 });
     const keys = Array.from({ length: 60 }, (_, i) => i.toString(16).padStart(64, "0"));
     for (const key of keys) {
       const result = await store.begin(key, {
@@ -44,7 +48,7 @@ describe("RedisStore on Redis Cluster", () => {
   });
 
   it("recovers from SCRIPT FLUSH on every master without a manual step", async () => {
-    const store = new RedisStore({ client: cluster.client(), prefix: "flush:" });
+    const store = new RedisStore({ client: cluster.client(), prefix: "flush:", timeoutMs: 10_000 });
     const keys = Array.from({ length: 12 }, (_, i) => i.toString(16).padStart(64, "a"));
     const args = (token: string) => ({
       token,
