@@ -1,4 +1,5 @@
 import { request as httpRequestRaw, type IncomingHttpHeaders } from "node:http";
+import { connect } from "node:net";
 
 /** A response as the client received it. */
 export interface HttpResponse {
@@ -119,4 +120,38 @@ export function openRequest(url: string, init: HttpRequestInit = {}): OpenReques
  */
 export function httpRequest(url: string, init: HttpRequestInit = {}): Promise<HttpResponse> {
   return openRequest(url, init).response;
+}
+
+/**
+ * A client that leaves mid-upload: sends the head of a `POST` announcing `declaredBytes` of JSON body, then
+ * `sentBytes` of it, and closes its connection once `leaveWhen` resolves (the server has the request).
+ * Resolves when the socket is closed.
+ *
+ * @example
+ * ```ts
+ * const received = new Promise((resolve) => server.once("request", resolve));
+ * await abandonUpload(`${app.url}/orders`, { key: "k1", declaredBytes: 100, sentBytes: 10, leaveWhen: received });
+ * ```
+ */
+export async function abandonUpload(
+  url: string,
+  init: { key: string; declaredBytes: number; sentBytes: number; leaveWhen: Promise<unknown> },
+): Promise<void> {
+  const { hostname, port, pathname } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  socket.on("error", () => {}); // the server may reset the connection while it closes
+  socket.write(
+    `POST ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${init.declaredBytes}\r\nIdempotency-Key: ${init.key}\r\n\r\n` +
+      '{"item":"'.padEnd(init.sentBytes, "a").slice(0, init.sentBytes),
+  );
+  await init.leaveWhen;
+  await new Promise<void>((resolve) => {
+    socket.once("close", () => resolve());
+    socket.destroy();
+  });
 }

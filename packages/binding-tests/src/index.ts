@@ -1,5 +1,6 @@
 export { binaryBody, concatBytes, gatedParts, streamChunks, textChunks } from "./bodies.js";
 export {
+  abandonUpload,
   type HttpRequestInit,
   type HttpResponse,
   httpRequest,

@@ -1,3 +1,5 @@
+import type { EventEmitter } from "node:events";
+import type { ServerResponse } from "node:http";
 import {
   createIdempotency,
   type IdempotencyEvent,
@@ -7,7 +9,13 @@ import {
 import { type InstrumentedStore, instrumentedStore } from "@idempotency/core/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { binaryBody, concatBytes, streamChunks, textChunks } from "./bodies.js";
-import { type HttpRequestInit, type HttpResponse, httpRequest, openRequest } from "./client.js";
+import {
+  abandonUpload,
+  type HttpRequestInit,
+  type HttpResponse,
+  httpRequest,
+  openRequest,
+} from "./client.js";
 import { TableHooks } from "./hooks.js";
 import type { AppFactory, ConnectionCounter, MountMode, RunningApp } from "./types.js";
 
@@ -17,6 +25,11 @@ export interface DescribeBindingOptions {
   mounts?: readonly MountMode[];
   /** Per-case timeout in ms. Default `30_000` (the machine is small and shared; no case waits on purpose). */
   timeoutMs?: number;
+  /**
+   * The framework reads the whole body before the binding claims the key (Fastify claims in `preHandler`,
+   * after parsing), so no claim exists yet when a client leaves mid-body. Default `false`.
+   */
+  parsesBeforeClaim?: boolean;
 }
 
 /** One case's running app and everything the table observes about it. */
@@ -74,6 +87,37 @@ async function untilNoConnections(server: ConnectionCounter, timeoutMs = 10_000)
     if (Date.now() > deadline) throw new Error(`the server still holds ${count} connection(s)`);
     await sleep(10);
   }
+}
+
+/** The server's responses as they start, and a wait for one of them to be ended by whoever answers it. */
+function watchResponses(server: ConnectionCounter) {
+  const responses: ServerResponse[] = [];
+  const initialStatus = new Map<ServerResponse, number>();
+  let arrived: () => void = () => {};
+  (server as unknown as EventEmitter).on("request", (_req, res: ServerResponse) => {
+    responses.push(res);
+    initialStatus.set(res, res.statusCode); // Koa sets 404 before anything else runs
+    arrived();
+  });
+  return {
+    /** Resolves once the server has received `n` requests. */
+    async received(n: number): Promise<void> {
+      while (responses.length < n) await new Promise<void>((resolve) => (arrived = resolve));
+    },
+    /**
+     * The `index`th response, once something called its `end()` (its socket may be long gone) or gave it a
+     * final status (Koa 2 skips ending a response whose socket is gone).
+     */
+    async answered(index: number, timeoutMs = 10_000): Promise<ServerResponse> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const res = responses[index];
+        if (res !== undefined && (res.writableEnded || res.statusCode !== initialStatus.get(res))) return res;
+        if (Date.now() > deadline) throw new Error(`response ${index} was never answered`);
+        await sleep(5);
+      }
+    },
+  };
 }
 
 /**
@@ -596,6 +640,57 @@ export function describeBindingBehaviour(
             expect(retry.text()).toBe('{"slow":1}');
             expect(retry.headers["idempotent-replayed"]).toBe("true");
             expect(t.hooks.count("slow")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "answers 400 request-aborted to a client that leaves mid-body: nothing is claimed or run, its retry runs once",
+          async () => {
+            const t = await start();
+            const responses = watchResponses(t.app.server);
+            await abandonUpload(`${t.app.url}${t.path("/orders")}`, {
+              key: "k-upload",
+              declaredBytes: 200,
+              sentBytes: 12,
+              leaveWhen: responses.received(1),
+            });
+            const answered = await responses.answered(0);
+            expect(answered.statusCode).toBe(400);
+            expect(t.store.calls.begin).toBe(0);
+            expect(t.hooks.count("orders")).toBe(0);
+            const retry = await t.send("/orders", { key: "k-upload", json: ORDER });
+            expect(retry.status).toBe(201);
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
+        it(
+          "does not store the error answered to a client that left mid-body after its claim (fingerprint: false): its retry runs",
+          async () => {
+            const t = await start({ fingerprint: false });
+            const responses = watchResponses(t.app.server);
+            const released = t.nextEvent("released");
+            await abandonUpload(`${t.app.url}${t.path("/orders")}`, {
+              key: "k-upload-late",
+              declaredBytes: 200,
+              sentBytes: 12,
+              leaveWhen: options.parsesBeforeClaim ? responses.received(1) : t.store.whenCalled("begin", 1),
+            });
+            const answered = await responses.answered(0);
+            if (options.parsesBeforeClaim) {
+              expect(answered.statusCode).toBeGreaterThanOrEqual(400); // the framework's own parse error
+              expect(t.store.calls.begin).toBe(0);
+            } else {
+              const event = await released;
+              expect(event.type === "released" && event.reason).toBe("request-aborted");
+            }
+            expect(t.store.calls.complete).toBe(0);
+            const retry = await t.send("/orders", { key: "k-upload-late", json: ORDER });
+            expect(retry.status).toBe(201);
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
           },
           timeout,
         );

@@ -5,6 +5,7 @@ import {
   IdempotencyInProgressError,
   IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
+  IdempotencyRequestAbortedError,
   IdempotencyRequestTooLargeError,
   type IdempotencyStoreError,
   toStoreError,
@@ -48,6 +49,7 @@ import { ROLLBACK, TransactionalExecution } from "./transactional-execution.js";
 
 const PASS: Decision = { action: "pass" };
 const TOO_LARGE = new IdempotencyRequestTooLargeError(0).code;
+const ABORTED = new IdempotencyRequestAbortedError().code;
 /** Waiting duplicates poll the store after 25 ms, then back off by doubling up to 1 s between polls. */
 const WAIT_FIRST_POLL_MS = 25;
 const WAIT_MAX_POLL_MS = 1_000;
@@ -400,8 +402,11 @@ export function createIdempotency<S extends IdempotencyStore = IdempotencyStore>
       scope = await scopeOf(seen);
     } catch (error) {
       // By code, not class: a binding may load another build of this module (ESM and CJS copies differ).
-      if ((error as { code?: unknown } | null)?.code !== TOO_LARGE) throw error;
-      return refuse(problems.requestTooLarge(headerName, resolved.maxRequestBytes), request);
+      const code = (error as { code?: unknown } | null)?.code;
+      if (code === TOO_LARGE)
+        return refuse(problems.requestTooLarge(headerName, resolved.maxRequestBytes), request);
+      if (code === ABORTED) return refuse(problems.requestAborted(), request);
+      throw error;
     }
     const key = identityKey(scope, request.method, request.path, parsed.key);
     const base = eventBase(key, request.method, request.path, startedAt);

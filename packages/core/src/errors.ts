@@ -244,6 +244,30 @@ export class IdempotencyRequestTooLargeError extends IdempotencyError {
 }
 
 /**
+ * Thrown by a binding's `body()` when the request ended before its body did: the client closed the
+ * connection (or the body stream failed) mid-upload. Nothing was claimed or run; the engine answers 400
+ * `request-aborted` (the client is usually gone and never sees it) instead of letting the error reach the
+ * framework as a 500. A retry with the whole body runs as if this request never came.
+ *
+ * @example
+ * ```ts
+ * // inside a binding's body(maxBytes) reader:
+ * stream.once("close", () => {
+ *   if (!stream.complete) reject(new IdempotencyRequestAbortedError({ cause: "closed mid-body" }));
+ * });
+ * ```
+ */
+export class IdempotencyRequestAbortedError extends IdempotencyError {
+  constructor(options?: { cause?: unknown }) {
+    super(
+      "ERR_IDEMPOTENCY_REQUEST_ABORTED",
+      "The request ended before its body was complete (the client closed the connection mid-upload), so it was not processed.",
+      options,
+    );
+  }
+}
+
+/**
  * Thrown by a binding's `body()` when the request body was read before the idempotency middleware ran and no
  * copy of it (raw or parsed) was kept, so it cannot be fingerprinted. A configuration error: mount the
  * middleware before the body parser, keep the raw body, or use a `fingerprint` that does not need it.

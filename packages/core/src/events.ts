@@ -27,7 +27,8 @@ export interface IdempotencyEventBase {
  * - `replayed`: a stored response was sent instead of running the handler;
  * - `in-progress`: a duplicate arrived while the first was running (409), after waiting `waitedMs`;
  * - `key-reused`: the key arrived with a different fingerprint (422);
- * - `released`: the outcome was not stored (5xx, `shouldStore` said no, or no response), so a retry runs again;
+ * - `released`: the outcome was not stored (5xx, `shouldStore` said no, no response, or an error status
+ *   answered to a request whose client left mid-body: `reason` says which), so a retry runs again;
  * - `not-started`: the handler declared it did nothing (`notStarted`), so the claim was released;
  * - `lease-lost`: this request lost its claim while running (another took over); its response was not stored;
  * - `execution-limit`: the handler ran past `maxExecutionMs`: its lease is no longer renewed (it ends at most
@@ -54,7 +55,7 @@ export type IdempotencyEvent = IdempotencyEventBase &
     | { type: "replayed"; status: number }
     | { type: "in-progress"; leaseRemainingMs: number; waitedMs: number }
     | { type: "key-reused" }
-    | { type: "released"; status: number | null; reason: "not-stored" | "no-response" }
+    | { type: "released"; status: number | null; reason: "not-stored" | "no-response" | "request-aborted" }
     | { type: "not-started"; status: number | null }
     | { type: "lease-lost"; operation: "extend" | "complete" }
     | { type: "execution-limit"; maxExecutionMs: number }

@@ -56,6 +56,14 @@ export interface Execution {
   /** The handler finished without producing any response: release the claim so a retry runs again. */
   abandon(): Promise<void>;
   /**
+   * The client left before the whole request body arrived. An error status answered to such a request (a
+   * body parser's 400 "request aborted", a 499, a 500) is about the broken upload, not an outcome: it is
+   * released (a `released` event with reason `request-aborted`) so that the retry with the whole body runs,
+   * instead of replaying the error for the record's TTL. A success (below 400) is stored as usual: the
+   * handler did its work without needing the rest of the body.
+   */
+  requestAborted?(): void;
+  /**
    * Aborted when the handler should stop early: its lease was lost to another request, or it ran past
    * `maxExecutionMs`. `reason` is an `IdempotencyAbortError` saying which. Bindings hand it to handlers
    * (`idempotencySignal`).
@@ -74,6 +82,19 @@ export interface Execution {
    * send the head before the body ends (a streamed `Response`) reads the body to its end first.
    */
   readonly holdsResponse?: boolean;
+}
+
+/**
+ * Why a final response is not stored, or `undefined` when it is: the one rule of both kinds of execution.
+ * `notStarted` and "no response" are decided by the caller before.
+ */
+export function notStoredReason(
+  status: number,
+  shouldStore: (status: number) => boolean,
+  requestAborted: boolean,
+): "request-aborted" | "not-stored" | undefined {
+  if (requestAborted && status >= 400) return "request-aborted";
+  return shouldStore(status) ? undefined : "not-stored";
 }
 
 /** One claimed request: renews its lease, captures the response, then completes or releases the record. */
@@ -95,6 +116,7 @@ export class ClaimedExecution implements Execution {
   /** Some bytes were handed back to be sent: the head is on its way to the client and can no longer change. */
   #sent = false;
   #notStarted = false;
+  #requestAborted = false;
   #leaseLost = false;
   #finished = false;
   #renewal: ReturnType<typeof setInterval> | undefined;
@@ -197,6 +219,10 @@ export class ClaimedExecution implements Execution {
     this.#notStarted = true;
   }
 
+  requestAborted(): void {
+    this.#requestAborted = true;
+  }
+
   async abandon(): Promise<void> {
     if (this.#finished) return;
     await this.#finish(null);
@@ -206,8 +232,13 @@ export class ClaimedExecution implements Execution {
     this.#finished = true;
     this.#stopRenewal();
     if (this.#leaseLost) return; // reported when it was found; the record belongs to someone else now
-    if (this.#notStarted || status === null || !this.#options.shouldStore(status)) {
-      await this.#release(status);
+    if (this.#notStarted || status === null) {
+      await this.#release(status, "no-response");
+      return;
+    }
+    const reason = notStoredReason(status, this.#options.shouldStore, this.#requestAborted);
+    if (reason !== undefined) {
+      await this.#release(status, reason);
       return;
     }
     const body = this.#bodyOmitted ? null : concat(this.#chunks);
@@ -215,7 +246,10 @@ export class ClaimedExecution implements Execution {
     await this.#complete(status, encodeResponse({ status, headers, body }));
   }
 
-  async #release(status: number | null): Promise<void> {
+  async #release(
+    status: number | null,
+    reason: "no-response" | "not-stored" | "request-aborted",
+  ): Promise<void> {
     try {
       await this.#store.release(this.#key, this.#token);
     } catch (error) {
@@ -228,7 +262,7 @@ export class ClaimedExecution implements Execution {
         ...this.#base(),
         type: "released",
         status,
-        reason: status === null ? "no-response" : "not-stored",
+        reason,
       }));
   }
 

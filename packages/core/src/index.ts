@@ -11,6 +11,7 @@ export {
   IdempotencyKeyLockedError,
   IdempotencyKeyReusedError,
   IdempotencyOptionsError,
+  IdempotencyRequestAbortedError,
   IdempotencyRequestTooLargeError,
   IdempotencyResultNotStoredError,
   IdempotencyStoreError,

@@ -182,8 +182,18 @@ function onClose(this: NodeResponse): void {
   const capture = captureOf(this);
   if (this.writableFinished || capture.ending || capture.abandoned) return;
   capture.clientGone = true;
+  noteCutShort(this, capture.execution);
   const piped = capture.piped;
   if (piped && !piped.readableEnded && !piped.destroyed) capture.drain(piped);
+}
+
+/**
+ * Tells the execution when the client left before its whole request body arrived (its request is destroyed
+ * and incomplete): an error answered to that is about the broken upload, not the request's outcome.
+ */
+function noteCutShort(res: NodeResponse, execution: Execution): void {
+  const req = (res as ServerResponse).req as ServerResponse["req"] | undefined;
+  if (req?.destroyed && !req.complete) execution.requestAborted?.();
 }
 
 function captureWriteHead(
@@ -253,6 +263,7 @@ function captureEnd(this: NodeResponse, chunk?: unknown, ...rest: unknown[]): No
     return this;
   }
   capture.ending = true;
+  noteCutShort(this, capture.execution);
   const bytes = data === undefined || data === null ? undefined : toBytes(data, encoding);
   capture.syncHead();
   void capture.execution

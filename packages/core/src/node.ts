@@ -6,7 +6,11 @@
  */
 import type { IncomingMessage } from "node:http";
 import { finished, Readable, type ReadableOptions } from "node:stream";
-import { IdempotencyBodyConsumedError, IdempotencyRequestTooLargeError } from "./errors.js";
+import {
+  IdempotencyBodyConsumedError,
+  IdempotencyRequestAbortedError,
+  IdempotencyRequestTooLargeError,
+} from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
 export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeResponse } from "./node-capture.js";
@@ -76,7 +80,8 @@ function indexRawHeaders(raw: readonly string[]): Map<string, string[]> {
 
 /**
  * Reads a request stream to its end, or rejects with `IdempotencyRequestTooLargeError` as soon as more than
- * `maxBytes` arrived. The rest then flows on unread (Node discards it), so an oversized body is never
+ * `maxBytes` arrived, or with `IdempotencyRequestAbortedError` when the request ends before its body does
+ * (the client left mid-upload). The rest then flows on unread (Node discards it), so an oversized body is never
  * buffered and a keep-alive connection still reaches its next request. Also resumes a stream that earlier
  * middleware paused. Settles only after the stream has finished (or failed), so a caller may then give the
  * request a fresh readable state without racing its destruction.
@@ -98,8 +103,9 @@ export function readNodeBody(req: IncomingMessage, maxBytes = Number.POSITIVE_IN
       settled = true;
       req.off("data", onData);
       cleanup();
-      if (error) reject(error);
-      else resolve(Buffer.concat(chunks));
+      if (!error) resolve(Buffer.concat(chunks));
+      else if (error instanceof IdempotencyRequestTooLargeError) reject(error);
+      else reject(new IdempotencyRequestAbortedError({ cause: error })); // the client left mid-body
     };
     const onData = (chunk: Buffer | string) => {
       const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
@@ -159,7 +165,8 @@ function observable(req: IncomingMessage, maxBytes: number): boolean {
 /**
  * Collects the chunks Node's HTTP parser pushes into `req` (it calls `req.push(chunk)`, then `req.push(null)`
  * at the end of the message), passing each on unchanged, so the stream's own buffer keeps them for the next
- * reader. A request that ends early (the client left) rejects, as reading it would.
+ * reader. A request that ends early (the client left) rejects with `IdempotencyRequestAbortedError`, as reading
+ * it would.
  */
 function observeNodeBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -173,8 +180,7 @@ function observeNodeBody(req: IncomingMessage): Promise<Buffer> {
     };
     const onClose = () => {
       stop();
-      const error = Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-      reject(error);
+      reject(new IdempotencyRequestAbortedError({ cause: "the request closed before its body ended" }));
     };
     req.push = function observe(chunk: unknown, encoding?: BufferEncoding) {
       if (chunk === null) {
@@ -251,6 +257,7 @@ export async function nodeRequestBody(
   const raw = consumed.raw;
   if (raw instanceof Uint8Array) return raw;
   if (typeof raw === "string") return Buffer.from(raw, "utf8");
+  if (req.destroyed && !req.complete) throw new IdempotencyRequestAbortedError(); // the client left mid-body
   if (!req.readableDidRead && !req.readableEnded && !req.destroyed) return peekNodeBody(req, maxBytes);
   if (!declaresBody(req)) return EMPTY;
   const parsed = consumed.parsed?.();

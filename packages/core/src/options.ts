@@ -89,7 +89,7 @@ export interface IdempotencyOptions {
    * the whole lease (30 s) would wait far longer than the result takes.
    */
   retryAfterMs?: number;
-  /** Which final statuses are stored for replay. Default: below 500 except 408, 409, 425 and 429. */
+  /** Which final statuses are stored for replay. Default: below 500 except 408, 409, 425, 429 and 499. */
   shouldStore?: (status: number) => boolean;
   /**
    * Which response headers are replayed, on top of the defaults (everything except hop-by-hop headers and
@@ -167,11 +167,13 @@ export interface ResolvedOptions {
   now: () => number;
 }
 
-const NOT_STORED = new Set([408, 409, 425, 429]);
+const NOT_STORED = new Set([408, 409, 425, 429, 499]);
 
 /**
  * The default storage policy: every final status below 500 except 408 Request Timeout, 409 Conflict,
- * 425 Too Early and 429 Too Many Requests, which say "try again" rather than "this is the outcome".
+ * 425 Too Early and 429 Too Many Requests, which say "try again" rather than "this is the outcome", and 499
+ * Client Closed Request (nginx's code, which `@koa/bodyparser` also sets for a request whose connection
+ * closed before it was parsed), which says the client left before there was an outcome.
  *
  * @example
  * ```ts

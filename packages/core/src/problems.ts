@@ -31,6 +31,11 @@ export const PROBLEM_TYPES = {
   responseNotStored: "urn:idempotency:problem:response-not-stored",
   /** 413: the request body is larger than `maxRequestBytes`, so it cannot be fingerprinted. */
   requestTooLarge: "urn:idempotency:problem:request-too-large",
+  /**
+   * 400: the request ended before its body did (the client closed the connection mid-upload); nothing was
+   * run. The client has usually left; a retry with the whole body runs normally.
+   */
+  requestAborted: "urn:idempotency:problem:request-aborted",
   /** 503: the idempotency store could not be reached; nothing was run. */
   storeUnavailable: "urn:idempotency:problem:store-unavailable",
 } as const;
@@ -237,6 +242,14 @@ export const problems = {
       "Request too large",
       `Requests with an ${header} may carry at most ${limit} bytes of body here; this one carries more. ` +
         "Send a smaller body, or ask the service to raise its limit.",
+    ),
+  requestAborted: () =>
+    problem(
+      PROBLEM_TYPES.requestAborted,
+      400,
+      "Request aborted",
+      "The request ended before its body was complete, so it was not processed. Send it again with the same " +
+        "key and the whole body.",
     ),
   storeUnavailable: () =>
     problem(

@@ -1,7 +1,7 @@
 import { encodeResponse } from "./encoding.js";
 import { IdempotencyAbortError } from "./errors.js";
 import type { Emit, IdempotencyEventBase } from "./events.js";
-import type { Execution } from "./execution.js";
+import { type Execution, notStoredReason } from "./execution.js";
 import { normalizeHeaders, type ResponseHeadersInput, storableHeaders } from "./headers.js";
 import type { ResolvedOptions } from "./options.js";
 import type { PreparedResponse } from "./problems.js";
@@ -37,6 +37,8 @@ export class TransactionalExecution implements Execution {
   #chunks: Uint8Array[] = [];
   #captured = 0;
   #notStarted = false;
+  #requestAborted = false;
+  #notStoredReason: "request-aborted" | "not-stored" | undefined;
   #finished = false;
   #replacement: PreparedResponse | undefined;
   readonly #abort = new AbortController();
@@ -120,7 +122,10 @@ export class TransactionalExecution implements Execution {
     clearTimeout(this.#limit);
     const status = this.#status ?? 200;
     const body = this.#chunks.length === 1 ? (this.#chunks[0] as Uint8Array) : Buffer.concat(this.#chunks);
-    if (this.#notStarted || !this.#options.shouldStore(status)) {
+    this.#notStoredReason = this.#notStarted
+      ? undefined
+      : notStoredReason(status, this.#options.shouldStore, this.#requestAborted);
+    if (this.#notStarted || this.#notStoredReason !== undefined) {
       this.#settleWork.reject(ROLLBACK);
     } else {
       const stored = this.#captured <= this.#options.maxResponseBytes ? body : null;
@@ -133,6 +138,10 @@ export class TransactionalExecution implements Execution {
 
   notStarted(): void {
     this.#notStarted = true;
+  }
+
+  requestAborted(): void {
+    this.#requestAborted = true;
   }
 
   async abandon(): Promise<void> {
@@ -172,7 +181,7 @@ export class TransactionalExecution implements Execution {
           ...this.#base(),
           type: "released",
           status,
-          reason: status === null ? "no-response" : "not-stored",
+          reason: status === null ? "no-response" : (this.#notStoredReason ?? "not-stored"),
         }));
     } else {
       this.#replacement = this.#unavailable();

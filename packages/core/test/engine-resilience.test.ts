@@ -5,6 +5,7 @@ import {
   decodeResponse,
   executionSignal,
   type IdempotencyOptions,
+  IdempotencyRequestAbortedError,
   IdempotencyRequestTooLargeError,
   PROBLEM_TYPES,
 } from "../src/index.js";
@@ -675,5 +676,53 @@ describe("a new head before any byte went out", () => {
     expect(events.at(-1)).toMatchObject({ type: "completed", status: 201, bodyBytes: 8 });
     const replay = await send(idempotency, { key: "k" }, created());
     expect([replay.response.status, replay.response.text()]).toEqual([201, "part two"]);
+  });
+});
+
+describe("a client that leaves mid-body", () => {
+  it("answers 400 request-aborted when the body ends early: nothing is claimed or run", async () => {
+    const idempotency = engine();
+    const handler = created();
+    const request = neutralRequest({ key: "k", body: "{}" });
+    request.body = () => Promise.reject(new IdempotencyRequestAbortedError({ cause: "closed" }));
+    const decision = await idempotency.handle(request);
+    expect(decision.action).toBe("respond");
+    if (decision.action !== "respond") return;
+    expect(decision.response.status).toBe(400);
+    expect(JSON.parse(Buffer.from(decision.response.body).toString())).toEqual({
+      type: PROBLEM_TYPES.requestAborted,
+      title: "Request aborted",
+      status: 400,
+      detail:
+        "The request ended before its body was complete, so it was not processed. Send it again with the same " +
+        "key and the whole body.",
+    });
+    expect(handler.runs).toBe(0);
+    expect(store.totalCalls).toBe(0);
+    const retry = await send(idempotency, { key: "k", body: "{}" }, handler);
+    expect(retry.response.status).toBe(201);
+    expect(handler.runs).toBe(1);
+  });
+
+  it("releases an error answered after its claim (reason request-aborted), and stores a success as usual", async () => {
+    const idempotency = engine({ fingerprint: false });
+    const aborted = (status: number) =>
+      counted(async (res, context) => {
+        context.requestAborted();
+        res.writeHead(status, { "content-type": "text/plain" });
+        await res.end(status === 400 ? "request aborted" : "created");
+      });
+    const failing = aborted(400);
+    const first = await send(idempotency, { key: "k" }, failing);
+    expect(first.response.status).toBe(400);
+    expect(events.at(-1)).toMatchObject({ type: "released", status: 400, reason: "request-aborted" });
+    expect(store.calls.complete).toBe(0);
+    const succeeding = aborted(201);
+    const second = await send(idempotency, { key: "k" }, succeeding);
+    expect(second.response.status).toBe(201);
+    expect(eventTypes().at(-1)).toBe("completed");
+    const replay = await send(idempotency, { key: "k" }, succeeding);
+    expect(replay.response.headers["idempotent-replayed"]).toBe("true");
+    expect(failing.runs + succeeding.runs).toBe(2);
   });
 });

@@ -88,6 +88,8 @@ export interface HandlerContext {
    * handler that never finishes.
    */
   stall(): void;
+  /** The client left before the whole request body arrived (what the Node capture reports). */
+  requestAborted(): void;
   request: IdempotencyRequest;
 }
 
@@ -237,6 +239,7 @@ export async function send(
     request,
     notStarted: () => execution?.notStarted(),
     disconnect: () => connection.drop(),
+    requestAborted: () => execution?.requestAborted?.(),
     stall: () => {
       if (identity !== undefined) (engine.options.store as InstrumentedStore).silenceOwnerOf(identity);
     },

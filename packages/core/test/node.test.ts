@@ -223,7 +223,7 @@ describe("peekNodeBody", () => {
     await new Promise((resolve) => setTimeout(resolve, 30));
     client.destroy();
     const error = await (settled as Promise<unknown>);
-    expect(error).toMatchObject({ code: "ERR_STREAM_PREMATURE_CLOSE" });
+    expect(error).toMatchObject({ code: "ERR_IDEMPOTENCY_REQUEST_ABORTED" });
     expect((req as IncomingMessage).push).toBe(Readable.prototype.push);
   });
 });

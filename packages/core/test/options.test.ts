@@ -150,15 +150,16 @@ describe("options are validated at construction", () => {
 });
 
 describe("defaultShouldStore", () => {
-  it("stores every status below 500 except 408, 409, 425 and 429", () => {
+  it("stores every status below 500 except 408, 409, 425, 429 and 499", () => {
     const stored = [];
     for (let status = 100; status < 600; status++) if (defaultShouldStore(status)) stored.push(status);
-    expect(stored).toHaveLength(400 - 4);
+    expect(stored).toHaveLength(400 - 5);
     expect(stored).not.toContain(408);
     expect(stored).not.toContain(409);
     expect(stored).not.toContain(425);
     expect(stored).not.toContain(429);
-    expect(stored.at(-1)).toBe(499);
+    expect(stored).not.toContain(499); // Client Closed Request: the client left before there was an outcome
+    expect(stored.at(-1)).toBe(498);
   });
 });
 

@@ -74,9 +74,33 @@ export class RouteGuard {
         if (!state.bodyTooLarge || !this.#refusesOversized) return done(null, stream);
         this.#refuseOversized(request, reply, state, () => done(null, stream), done);
       },
-      (error: Error) => done(error),
+      (error: Error) => {
+        // The request ended before its body did: the engine answers 400 request-aborted (the client has
+        // usually left), instead of the stream error reaching Fastify as a 500.
+        state.bodyAborted = true;
+        this.#refuseAborted(request, reply, state, () => done(error), done);
+      },
     );
   };
+
+  /** Answers a request whose body was cut short; anything but a problem (a claim) goes on to Fastify's error. */
+  #refuseAborted(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    state: RequestState,
+    proceed: () => void,
+    fail: Done,
+  ): void {
+    this.#engine.handle(neutralRequest(request, state)).then(
+      async (decision) => {
+        if (decision.action === "respond") return sendProblem(reply, decision.response);
+        // A fingerprint function that did not read the body let it claim: give the claim back.
+        if (decision.action === "execute") await decision.execution.abandon();
+        proceed();
+      },
+      (error: Error) => fail(error),
+    );
+  }
 
   /**
    * Answers now, before Fastify parses (or refuses, past its bodyLimit) a body that can never be

@@ -1,6 +1,7 @@
 import {
   IdempotencyBodyConsumedError,
   type IdempotencyRequest,
+  IdempotencyRequestAbortedError,
   IdempotencyRequestTooLargeError,
 } from "@idempotency/core";
 import { nodeHeaders, splitRequestTarget } from "@idempotency/core/node";
@@ -26,6 +27,7 @@ export function neutralRequest(request: FastifyRequest, state: RequestState | nu
 }
 
 function bodyOf(state: RequestState | null, maxBytes: number | undefined): Promise<Uint8Array> {
+  if (state?.bodyAborted) return Promise.reject(new IdempotencyRequestAbortedError());
   const body = state?.body ?? null;
   if (state?.bodyTooLarge || (body !== null && maxBytes !== undefined && body.length > maxBytes)) {
     return Promise.reject(new IdempotencyRequestTooLargeError(maxBytes ?? body?.length ?? 0));

@@ -40,6 +40,8 @@ export class RequestState {
   body: Uint8Array | null = null;
   /** More than `maxRequestBytes` arrived, so the body cannot be fingerprinted (the engine answers 413). */
   bodyTooLarge = false;
+  /** The request ended before its body did (the client left mid-upload): the engine answers 400. */
+  bodyAborted = false;
   claim: Claim | null = null;
 }
 

@@ -9,7 +9,7 @@ import {
 import { captureWebResponse } from "@idempotency/core/web";
 import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { toIdempotencyRequest } from "./request.js";
+import { bodyCutShort, toIdempotencyRequest } from "./request.js";
 
 /**
  * Creates Hono middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -70,6 +70,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
       await execution.abandon();
       return;
     }
+    if (bodyCutShort(c)) execution.requestAborted?.();
     try {
       c.res = await captureWebResponse(c.res, execution, c.req.raw.signal);
     } catch (error) {

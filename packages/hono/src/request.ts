@@ -1,6 +1,7 @@
 import {
   IdempotencyBodyConsumedError,
   type IdempotencyRequest,
+  IdempotencyRequestAbortedError,
   IdempotencyRequestTooLargeError,
   splitRequestTarget,
 } from "@idempotency/core";
@@ -63,14 +64,24 @@ async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
   return new Uint8Array(await c.req.arrayBuffer());
 }
 
-/** The whole body of `request`, or `IdempotencyRequestTooLargeError` as soon as more than `maxBytes` arrived. */
+/**
+ * The whole body of `request`, or `IdempotencyRequestTooLargeError` as soon as more than `maxBytes` arrived,
+ * or `IdempotencyRequestAbortedError` when the body stream fails before its end.
+ */
 async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
   if (request.body === null) return new Uint8Array(0);
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let received = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let next: ReadableStreamReadResult<Uint8Array>;
+    try {
+      next = await reader.read();
+    } catch (error) {
+      // The body stream failed: the request ended before its body did (the client left mid-upload).
+      throw new IdempotencyRequestAbortedError({ cause: error });
+    }
+    const { done, value } = next;
     if (done) break;
     received += value.byteLength;
     if (received > maxBytes) {
@@ -111,4 +122,13 @@ function untouchedIncoming(c: Context): IncomingMessage | undefined {
     return undefined;
   }
   return incoming;
+}
+
+/**
+ * Whether the client left before the whole request body arrived. Known on `@hono/node-server` (the Node
+ * request says whether its message completed); elsewhere the runtime does not say, and this is `false`.
+ */
+export function bodyCutShort(c: Context): boolean {
+  const incoming = (c.env as { incoming?: { complete?: unknown } } | undefined)?.incoming;
+  return typeof incoming === "object" && incoming !== null && incoming.complete === false;
 }
