@@ -12,10 +12,14 @@ import type { AnyContext } from "./request.js";
  *   error reaching `ctx.onerror` is about the connection (ECONNRESET while the handler still runs), and the
  *   handler's result is still awaited;
  * - when the client has left before the response started, Koa would skip (v2) or empty (v3) the response of
- *   a request whose socket is gone: it is told the response is still writable, so it serialises the handler's
- *   result into the capture as usual and the record is completed.
+ *   a request whose socket is gone, and its error handling would give up on an error the middleware chain
+ *   threw (a body parser's 400): it is told the response is still writable, so it serialises the handler's
+ *   result (or the error) into the capture as usual and the record is completed. That holds from the
+ *   response's `close` event, and from the moment the chain has settled (the returned `settled`): the socket
+ *   stops being writable before `close` fires, and a chain that settles in between would otherwise leave
+ *   the claim held until `maxExecutionMs`.
  */
-export function captureResponse(ctx: AnyContext, execution: Execution): void {
+export function captureResponse(ctx: AnyContext, execution: Execution): { settled(): void } {
   const capture = captureNodeResponse(ctx.res, execution);
   const onerror = ctx.onerror;
   ctx.onerror = function (this: AnyContext, error: unknown) {
@@ -28,4 +32,5 @@ export function captureResponse(ctx: AnyContext, execution: Execution): void {
   };
   if (ctx.res.destroyed) keepWritable();
   else ctx.res.once("close", keepWritable);
+  return { settled: keepWritable };
 }

@@ -61,8 +61,12 @@ export function idempotency(options: IdempotencyOptions): Middleware {
       send(ctx, decision.response);
       return;
     }
-    captureResponse(ctx, decision.execution);
-    await next();
+    const capture = captureResponse(ctx, decision.execution);
+    try {
+      await next();
+    } finally {
+      capture.settled(); // before Koa answers what the chain produced (or threw)
+    }
   } as Middleware;
 }
 
