@@ -24,6 +24,7 @@ export class Ledger {
       "CREATE TABLE IF NOT EXISTS executions (key TEXT NOT NULL, tenant TEXT NOT NULL, pid INTEGER NOT NULL, " +
         "execution TEXT NOT NULL, body TEXT NOT NULL, at INTEGER NOT NULL)",
     );
+    this.#db.exec("CREATE INDEX IF NOT EXISTS executions_tenant ON executions (tenant)");
   }
 
   all(): Execution[] {
@@ -32,6 +33,13 @@ export class Ledger {
 
   of(key: string): Execution[] {
     return this.#db.prepare("SELECT * FROM executions WHERE key = ? ORDER BY rowid").all(key) as Execution[];
+  }
+
+  /** The executions of one principal (`x-tenant`), in order. */
+  ofTenant(tenant: string): Execution[] {
+    return this.#db
+      .prepare("SELECT * FROM executions WHERE tenant = ? ORDER BY rowid")
+      .all(tenant) as Execution[];
   }
 
   /** Executions per key. */

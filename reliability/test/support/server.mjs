@@ -2,7 +2,11 @@
 // packages by name, so it runs exactly what users get. The parent forks it with one JSON argument:
 //
 //   { binding: "express" | "koa" | "hono" | "fastify", store: "sqlite" | "redis" | "postgres" | "memory",
-//     sqlitePath?, redisUrl?, databaseUrl?, postgresTable?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs? }
+//     sqlitePath?, redisUrl?, databaseUrl?, postgresTable?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs?,
+//     maxRequestBytes?, requestTimeoutMs? }
+//
+// `requestTimeoutMs` is Node's `requestTimeout` (the whole request must arrive within it, else 408 and the
+// connection is closed), checked every 100 ms instead of Node's default 30 s.
 //
 // and it answers { type: "listening", port } over IPC once it accepts connections on 127.0.0.1.
 //
@@ -56,7 +60,13 @@ const options = {
   ...(config.ttlMs ? { ttlMs: config.ttlMs } : {}),
   ...(config.onLeaseExpired ? { onLeaseExpired: config.onLeaseExpired } : {}),
   ...(config.storeTimeoutMs ? { storeTimeoutMs: config.storeTimeoutMs } : {}),
+  ...(config.maxRequestBytes ? { maxRequestBytes: config.maxRequestBytes } : {}),
 };
+
+/** Node `http.createServer` options: Node's defaults, or the short request timeout of `requestTimeoutMs`. */
+const serverOptions = config.requestTimeoutMs
+  ? { requestTimeout: config.requestTimeoutMs, connectionsCheckingInterval: 100 }
+  : {};
 
 /** The side effect: one ledger row, then the wait, then the response the row announced. */
 async function execute(header) {
@@ -86,7 +96,7 @@ async function listen() {
       const { body, headers } = await execute((name) => req.get(name));
       res.status(201).set(headers).send(body);
     });
-    const server = createServer(app);
+    const server = createServer(serverOptions, app);
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
     return server.address().port;
   }
@@ -95,6 +105,14 @@ async function listen() {
     const { bodyParser } = await import("@koa/bodyparser");
     const { idempotency } = await import("@idempotency/koa");
     const app = new Koa();
+    // Koa's default logs client errors too: a body parser's 400 for invalid JSON, and Node's own errors on the
+    // connection, reported against the request in flight: a parser error (HPE_*: bytes after a body that are no
+    // request) or the server's request timeout (Node has answered 408 itself).
+    app.on("error", (error) => {
+      if (error.status >= 400 && error.status < 500) return;
+      if (String(error.code).startsWith("HPE_") || error.code === "ERR_HTTP_REQUEST_TIMEOUT") return;
+      console.error(error);
+    });
     const guard = idempotency(options);
     const parse = bodyParser();
     app.use(async (ctx, next) => {
@@ -109,7 +127,7 @@ async function listen() {
         }),
       );
     });
-    const server = createServer(app.callback());
+    const server = createServer(serverOptions, app.callback());
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
     return server.address().port;
   }
@@ -119,18 +137,30 @@ async function listen() {
     const { idempotency } = await import("@idempotency/hono");
     const app = new Hono();
     app.post("/orders", idempotency(options), async (c) => {
-      if (c.req.header("content-type")?.includes("json")) await c.req.json(); // as a real handler would
+      if (c.req.header("content-type")?.includes("json")) {
+        // As a real handler would: Hono's c.req.json() throws on a body that is not JSON, and Hono answers an
+        // uncaught error with 500.
+        try {
+          await c.req.json();
+        } catch {
+          return c.json({ error: "the body is not JSON" }, 400);
+        }
+      }
       const { body, headers } = await execute((name) => c.req.header(name) ?? null);
       return c.body(body, 201, headers);
     });
     return await new Promise((resolve) => {
-      serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
+      serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1", serverOptions }, (info) =>
+        resolve(info.port),
+      );
     });
   }
   if (config.binding === "fastify") {
     const { default: Fastify } = await import("fastify");
     const { idempotency } = await import("@idempotency/fastify");
-    const app = Fastify();
+    const app = Fastify(
+      config.requestTimeoutMs ? { requestTimeout: config.requestTimeoutMs, http: serverOptions } : {},
+    );
     await app.register(idempotency, options);
     app.post("/orders", { config: { idempotency: true } }, async (request, reply) => {
       const { body, headers } = await execute((name) => {

@@ -24,6 +24,9 @@ export interface ServerConfig {
   ttlMs?: number;
   onLeaseExpired?: "run-again" | "conflict";
   storeTimeoutMs?: number;
+  maxRequestBytes?: number;
+  /** Node's `requestTimeout` for the server (checked every 100 ms): a request not fully received gets 408. */
+  requestTimeoutMs?: number;
 }
 
 const running = new Set<ChildProcess>();
