@@ -695,6 +695,38 @@ export function describeBindingBehaviour(
           timeout,
         );
 
+        it(
+          "runs nothing for a client that left after its body, while the key was being claimed: the retry runs once",
+          async () => {
+            const t = await start();
+            t.store.delays.begin = 100; // the claim is still under way when the client leaves
+            const pending = openRequest(`${t.app.url}${t.path("/orders")}`, {
+              key: "k-left-early",
+              json: ORDER,
+            });
+            pending.response.catch(() => {}); // the client gave up: its socket is destroyed
+            await t.store.whenCalled("begin", 1);
+            pending.destroy();
+            await untilNoConnections(t.app.server);
+            if (options.parsesBeforeClaim) {
+              // The body was parsed before the claim: the handler runs and its response is stored.
+              await t.nextEvent("completed");
+              expect(t.hooks.count("orders")).toBe(1);
+              const retry = await t.send("/orders", { key: "k-left-early", json: ORDER });
+              expect(retry.headers["idempotent-replayed"]).toBe("true");
+              return;
+            }
+            const released = await t.nextEvent("released");
+            expect(released.type === "released" && released.reason).toBe("no-response");
+            expect(t.hooks.count("orders")).toBe(0);
+            const retry = await t.send("/orders", { key: "k-left-early", json: ORDER });
+            expect(retry.status).toBe(201);
+            expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+            expect(t.hooks.count("orders")).toBe(1);
+          },
+          timeout,
+        );
+
         for (const [framing, route] of [
           ["Content-Length", "/orders"],
           ["chunked", "/chunks"],

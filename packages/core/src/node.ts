@@ -285,3 +285,27 @@ export function declaresBody(req: IncomingMessage): boolean {
   if (length !== undefined) return length.trim() !== "0";
   return req.headers["transfer-encoding"] !== undefined;
 }
+
+/**
+ * Whether the client's connection closed before the handler could start: the response can never be
+ * delivered. A binding that finds this right after its claim releases the claim (`execution.abandon()`) and
+ * does not run the handler: nothing ran, so the retry runs once. Running it would hand it a request whose
+ * connection is gone, which body parsers take as already read (`body-parser` skips it, leaving `req.body`
+ * empty, and `@koa/bodyparser` answers 499). Once the handler has started, a client that leaves changes
+ * nothing: its response is stored.
+ *
+ * @example
+ * ```ts
+ * import { connectionClosed } from "@idempotency/core/node";
+ *
+ * if (decision.action === "execute" && connectionClosed(res)) return void decision.execution.abandon();
+ * ```
+ */
+export function connectionClosed(res: {
+  destroyed?: unknown;
+  writableEnded?: unknown;
+  socket?: { destroyed?: unknown } | null;
+}): boolean {
+  // The socket is destroyed at once; the response learns of it an event later.
+  return res.writableEnded !== true && (res.destroyed === true || res.socket?.destroyed === true);
+}

@@ -6,7 +6,7 @@ import {
   executionTransaction,
   type IdempotencyOptions,
 } from "@idempotency/core";
-import { captureNodeResponse, groupHeaders } from "@idempotency/core/node";
+import { captureNodeResponse, connectionClosed, groupHeaders } from "@idempotency/core/node";
 import { type ExpressRequestLike, neutralRequest } from "./request.js";
 
 export type { IdempotencyOptions } from "@idempotency/core";
@@ -75,6 +75,8 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           return;
         }
         const { execution } = decision;
+        // The client left before the handler could start: nothing ran, so give the key back for its retry.
+        if (connectionClosed(res)) return void execution.abandon();
         captureNodeResponse(res, execution);
         next();
       })

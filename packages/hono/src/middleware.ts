@@ -6,6 +6,7 @@ import {
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
+import { connectionClosed } from "@idempotency/core/node";
 import { captureWebResponse } from "@idempotency/core/web";
 import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -57,6 +58,11 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     if (decision.action === "respond") return send(c, decision.response);
 
     const { execution } = decision;
+    // On @hono/node-server: the client left before the handler could start. Nothing ran, so give the key back.
+    if (connectionClosed((c.env as { outgoing?: object } | undefined)?.outgoing ?? {})) {
+      await execution.abandon();
+      return c.body(null, 499);
+    }
     // The lease is renewed until the response is captured, whatever the client does: one that gave up and
     // retries must find the key in progress while the handler still runs.
     try {

@@ -6,7 +6,7 @@ import {
   type IdempotencyOptions,
   type PreparedResponse,
 } from "@idempotency/core";
-import { groupHeaders } from "@idempotency/core/node";
+import { connectionClosed, groupHeaders } from "@idempotency/core/node";
 import type { Middleware, Next } from "koa";
 import { captureResponse } from "./capture.js";
 import { type AnyContext, translateRequest } from "./request.js";
@@ -59,6 +59,11 @@ export function idempotency(options: IdempotencyOptions): Middleware {
     }
     if (decision.action === "respond") {
       send(ctx, decision.response);
+      return;
+    }
+    // The client left before the handler could start: nothing ran, so give the key back for its retry.
+    if (connectionClosed(ctx.res)) {
+      await decision.execution.abandon();
       return;
     }
     const capture = captureResponse(ctx, decision.execution);
