@@ -61,7 +61,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     // On @hono/node-server: the client left before the handler could start. Nothing ran, so give the key back.
     if (connectionClosed((c.env as { outgoing?: object } | undefined)?.outgoing ?? {})) {
       await execution.abandon();
-      return c.body(null, 499);
+      return new Response(null, { status: 499 }); // nobody is there to read it
     }
     // The lease is renewed until the response is captured, whatever the client does: one that gave up and
     // retries must find the key in progress while the handler still runs.
