@@ -1,7 +1,9 @@
 /** Load from autocannon: a fixed number of connections for a fixed time, after a warm-up on the same server. */
+
 import autocannon from "autocannon";
 import { CPU_PATH, ORDERS_PATH } from "./config.js";
 import { ORDER_BODY } from "./order.js";
+import type { StoreCost } from "./store-cost.js";
 
 export interface LoadOptions {
   connections: number;
@@ -23,6 +25,14 @@ export interface LoadResult {
   mismatches: number;
   /** Server CPU time (user + system) per request answered during the measured load, in microseconds. */
   cpuMicrosPerRequest: number;
+  /** What the measured load cost the store, when a probe was given. */
+  storeCost?: StoreCost;
+}
+
+/** Reads a store's counters right before and right after the measured load (not the warm-up). */
+export interface StoreProbe {
+  before(): Promise<void>;
+  after(requests: number): Promise<StoreCost>;
 }
 
 /** Every request carries a key: one fixed key (replay), or a new one each time (`keyPrefix-1`, `-2`, …). */
@@ -66,15 +76,23 @@ export function sendLoad(url: string, keys: Keys, connections: number, extent: E
   });
 }
 
-export async function runLoad(url: string, keys: Keys, options: LoadOptions): Promise<LoadResult> {
+export async function runLoad(
+  url: string,
+  keys: Keys,
+  options: LoadOptions,
+  probe?: StoreProbe,
+): Promise<LoadResult> {
   if (options.warmup > 0) {
     const warmupKeys = "fixed" in keys ? keys : { uniquePrefix: `${keys.uniquePrefix}-warmup` };
     await sendLoad(url, warmupKeys, options.connections, { duration: options.warmup });
   }
+  await probe?.before();
   const cpuBefore = await serverCpu(url);
   const result = await sendLoad(url, keys, options.connections, { duration: options.duration });
   const cpuAfter = await serverCpu(url);
+  const storeCost = await probe?.after(result.requests.total);
   return {
+    ...(storeCost ? { storeCost } : {}),
     cpuMicrosPerRequest: (cpuAfter - cpuBefore) / Math.max(1, result.requests.total),
     requestsPerSecond: result.requests.average,
     p50: result.latency.p50,

@@ -13,13 +13,15 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { cpus, loadavg, release, tmpdir, totalmem, type } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { renderChart } from "./chart.js";
 import { freshSqlitePath, type RunningServer, startServer } from "./child.js";
 import { isBaseline, type ServerConfig, TARGETS, type Target, targetName } from "./config.js";
 import { type DuplicatesReport, runDuplicates } from "./duplicates.js";
 import { closeClient, executions, postOrder } from "./http.js";
-import { type LoadOptions, type LoadResult, runLoad } from "./load.js";
+import { type LoadOptions, type LoadResult, runLoad, type StoreProbe } from "./load.js";
 import { type BenchRedis, startRedis } from "./redis.js";
 import { type Environment, type Measurement, renderReport, type Scenario } from "./report.js";
+import { redisCommandCalls, redisUsedMemory, sqliteBytesPerRecord } from "./store-cost.js";
 import { replay, verifyWiring, WiringError, type WiringReport } from "./verify.js";
 
 const USAGE = `Usage: pnpm --filter @idempotency/bench bench [options]
@@ -98,7 +100,48 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 const sqliteDir = mkdtempSync(join(tmpdir(), "idempotency-bench-"));
 let redis: BenchRedis | undefined;
 
-async function withServer<T>(target: Target, fn: (server: RunningServer) => Promise<T>): Promise<T> {
+/** The store counters around one measured load: Redis commands and memory, SQLite record bytes. */
+function storeProbe(
+  target: Target,
+  scenario: Scenario,
+  sqlitePath: string | undefined,
+): StoreProbe | undefined {
+  const admin = redis?.admin;
+  if (target.store === "redis" && admin) {
+    let calls = { all: 0, scripts: 0 };
+    let memory = 0;
+    return {
+      async before() {
+        calls = await redisCommandCalls(admin);
+        memory = await redisUsedMemory(admin);
+      },
+      async after(requests) {
+        // The two INFO calls of before() are counted in this reading; this one is not yet.
+        const now = await redisCommandCalls(admin);
+        const grown = (await redisUsedMemory(admin)) - memory;
+        return {
+          commandsPerRequest: (now.all - calls.all - 2) / Math.max(1, requests),
+          scriptsPerRequest: (now.scripts - calls.scripts) / Math.max(1, requests),
+          bytesPerRecord: scenario === "first" ? grown / Math.max(1, requests) : undefined,
+        };
+      },
+    };
+  }
+  if (target.store === "sqlite" && sqlitePath && scenario === "first") {
+    return {
+      async before() {},
+      async after() {
+        return { commandsPerRequest: undefined, bytesPerRecord: sqliteBytesPerRecord(sqlitePath) };
+      },
+    };
+  }
+  return undefined;
+}
+
+async function withServer<T>(
+  target: Target,
+  fn: (server: RunningServer, config: ServerConfig) => Promise<T>,
+): Promise<T> {
   if (target.store === "redis") await redis?.clean();
   const config: ServerConfig = {
     ...target,
@@ -111,7 +154,7 @@ async function withServer<T>(target: Target, fn: (server: RunningServer) => Prom
   };
   const server = await startServer(config);
   try {
-    return await fn(server);
+    return await fn(server, config);
   } catch (error) {
     if (error instanceof WiringError) throw error;
     throw new Error(`${targetName(target)}: ${error instanceof Error ? error.message : String(error)}`, {
@@ -131,7 +174,9 @@ async function measure(
   server: RunningServer,
   target: Target,
   scenario: Scenario,
+  config: ServerConfig,
 ): Promise<{ result: LoadResult; runs: number }> {
+  const probe = isBaseline(target.library) ? undefined : storeProbe(target, scenario, config.sqlitePath);
   const tag = nextTag();
   const before = await executions(server.url);
   let result: LoadResult;
@@ -141,9 +186,9 @@ async function measure(
     if (seed.status !== 201 || check.status !== 201 || check.body !== seed.body) {
       throw new WiringError(target, `seeding the replay key answered ${seed.status} then ${check.status}`);
     }
-    result = await runLoad(server.url, { fixed: `${tag}-seed`, expectBody: seed.body }, load);
+    result = await runLoad(server.url, { fixed: `${tag}-seed`, expectBody: seed.body }, load, probe);
   } else {
-    result = await runLoad(server.url, { uniquePrefix: tag }, load);
+    result = await runLoad(server.url, { uniquePrefix: tag }, load, probe);
   }
   return { result, runs: (await executions(server.url)) - before };
 }
@@ -230,7 +275,7 @@ async function main(): Promise<void> {
   const wiring: WiringReport[] = [];
   const duplicates: DuplicatesReport[] = [];
   for (const target of targets) {
-    await withServer(target, async (server) => {
+    await withServer(target, async (server, config) => {
       wiring.push(await verifyWiring(target, server.url, nextTag()));
       if (isBaseline(target.library)) {
         log(`  ok  ${targetName(target)}`);
@@ -250,7 +295,7 @@ async function main(): Promise<void> {
         // run the handler during the replay run and be counted there.
         for (const scenario of [...scenariosOf(target)].reverse()) {
           const index = cases.findIndex((c) => c.target === target && c.scenario === scenario);
-          record(index, await measure(server, target, scenario));
+          record(index, await measure(server, target, scenario, config));
         }
       }
     });
@@ -263,7 +308,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < cases.length; i++) {
       const index = (i + offset) % cases.length;
       const { target, scenario } = cases[index]!;
-      record(index, await withServer(target, (server) => measure(server, target, scenario)));
+      record(index, await withServer(target, (server, config) => measure(server, target, scenario, config)));
     }
   }
   env.loadAfter = formatLoad();
@@ -273,7 +318,9 @@ async function main(): Promise<void> {
   if (outFile) {
     mkdirSync(new URL("../results/", import.meta.url), { recursive: true });
     writeFileSync(outFile, report);
-    log(`Written to ${outFile}`);
+    const chartFile = outFile.replace(/(\.md)?$/, ".svg");
+    writeFileSync(chartFile, renderChart(measurements, `@idempotency benchmark, ${env.date.slice(0, 10)}`));
+    log(`Written to ${outFile} and ${chartFile}`);
   }
   const found = problems(measurements, duplicates);
   if (found.length > 0) {

@@ -10,6 +10,8 @@ import { REDIS_CLEANUP_PATTERN } from "./config.js";
 
 export interface BenchRedis {
   url: string;
+  /** A client for the benchmark's own reads (INFO, cleanup), not the servers'. */
+  admin: Redis;
   /** "private redis-server 7.0.15 on 127.0.0.1:PORT" or "REDIS_URL (redis 7.0.15)". */
   description: string;
   /** Deletes every key the benchmark wrote. */
@@ -69,6 +71,7 @@ export async function startRedis(): Promise<BenchRedis> {
   const version = /redis_version:(\S+)/.exec(info)?.[1] ?? "unknown";
   return {
     url,
+    admin,
     description: external
       ? `REDIS_URL (redis ${version})`
       : `private redis-server ${version} on 127.0.0.1, no persistence`,

@@ -44,7 +44,7 @@ export interface Environment {
   quick: boolean;
 }
 
-function median(values: number[]): number {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
@@ -59,7 +59,7 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((width) => "-".repeat(width))), ...rows.map(line)].join("\n");
 }
 
-function isOurs(library: Library): boolean {
+export function isOurs(library: Library): boolean {
   return library === oursOn(frameworkOf(library));
 }
 
@@ -70,17 +70,8 @@ function libraryCell(library: Library): string {
 const rps = (value: number) => Math.round(value).toLocaleString("en-US");
 const ms = (value: number) => value.toFixed(value < 10 ? 1 : 0);
 
-function throughputTable(measurements: Measurement[]): string {
-  const medianRps = (m: Measurement) => median(m.rounds.map((r) => r.requestsPerSecond));
-  // Each row is compared with ours on its own framework (Express, Fastify, Hono or Koa), in the same scenario and store.
-  const ours = (library: Library, scenario: Scenario, store: string) =>
-    measurements.find(
-      (m) =>
-        m.target.library === oursOn(frameworkOf(library)) &&
-        m.scenario === scenario &&
-        m.target.store === store,
-    );
-  // Grouped by framework, store, then scenario, ours first in each group, so the rows compared sit together.
+/** Grouped by framework, store, then scenario, ours first in each group: the order of the table and chart. */
+export function orderedMeasurements(measurements: Measurement[]): Measurement[] {
   const frameworkOrder = ["express", "fastify", "hono", "koa"];
   const storeOrder = ["none", "memory", "redis", "sqlite", "postgres", "mongodb"];
   const scenarioOrder: Scenario[] = ["baseline", "first", "replay"];
@@ -96,7 +87,7 @@ function throughputTable(measurements: Measurement[]): string {
     "plain-koa",
     "ours-koa",
   ];
-  const sorted = [...measurements].sort(
+  return [...measurements].sort(
     (a, b) =>
       frameworkOrder.indexOf(frameworkOf(a.target.library)) -
         frameworkOrder.indexOf(frameworkOf(b.target.library)) ||
@@ -104,6 +95,19 @@ function throughputTable(measurements: Measurement[]): string {
       scenarioOrder.indexOf(a.scenario) - scenarioOrder.indexOf(b.scenario) ||
       libraryOrder.indexOf(a.target.library) - libraryOrder.indexOf(b.target.library),
   );
+}
+
+function throughputTable(measurements: Measurement[]): string {
+  const medianRps = (m: Measurement) => median(m.rounds.map((r) => r.requestsPerSecond));
+  // Each row is compared with ours on its own framework (Express, Fastify, Hono or Koa), in the same scenario and store.
+  const ours = (library: Library, scenario: Scenario, store: string) =>
+    measurements.find(
+      (m) =>
+        m.target.library === oursOn(frameworkOf(library)) &&
+        m.scenario === scenario &&
+        m.target.store === store,
+    );
+  const sorted = orderedMeasurements(measurements);
   const rows = sorted.map((m) => {
     // The baseline is compared with ours on the memory store: what the middleware costs over no middleware.
     const reference =
@@ -140,6 +144,50 @@ function throughputTable(measurements: Measurement[]): string {
       "req/s vs ours",
       "handler runs",
       "failed",
+    ],
+    rows,
+  );
+}
+
+/** Redis commands per request and bytes per record, for the rows whose store was probed. */
+function storeCostTable(measurements: Measurement[]): string {
+  const figure = (values: Array<number | undefined>, digits: number) => {
+    const known = values.filter((value): value is number => value !== undefined && Number.isFinite(value));
+    return known.length === 0 ? "–" : median(known).toFixed(digits);
+  };
+  const rows = measurements
+    .filter((m) => m.rounds.some((r) => r.storeCost !== undefined))
+    .sort(
+      (a, b) =>
+        a.target.store.localeCompare(b.target.store) ||
+        a.target.library.localeCompare(b.target.library) ||
+        a.scenario.localeCompare(b.scenario),
+    )
+    .map((m) => [
+      SCENARIO_LABELS[m.scenario],
+      STORE_LABELS[m.target.store],
+      libraryCell(m.target.library),
+      figure(
+        m.rounds.map((r) => r.storeCost?.commandsPerRequest),
+        2,
+      ),
+      figure(
+        m.rounds.map((r) => r.storeCost?.scriptsPerRequest),
+        2,
+      ),
+      figure(
+        m.rounds.map((r) => r.storeCost?.bytesPerRecord),
+        0,
+      ),
+    ]);
+  return table(
+    [
+      "scenario",
+      "store",
+      "library",
+      "Redis commands per request",
+      "of which script calls",
+      "bytes per record",
     ],
     rows,
   );
@@ -227,6 +275,8 @@ export function renderReport(
     "",
     "## Throughput and latency",
     "",
+    "![Server CPU per request, by framework, store and scenario](latest.svg)",
+    "",
     "Medians over the rounds. **req/s vs ours** is this row's req/s divided by ours on the same framework in " +
       "the same scenario and store: below 1.00x the row is slower than ours, above 1.00x faster. Each baseline " +
       "row is divided by ours on its framework in (b) on memory, so it shows the ceiling that the plain framework " +
@@ -237,6 +287,17 @@ export function renderReport(
       "correct. **failed** counts non-2xx answers, socket errors, timeouts and replays with another body.",
     "",
     throughputTable(measurements),
+    "",
+    "## What a request costs the store",
+    "",
+    "Medians over the rounds, read around the same measured loads. **Redis commands per request**: the calls " +
+      "in Redis's `INFO commandstats` during the load divided by the requests answered, the commands a script " +
+      "runs included; **of which script calls**: the EVAL/EVALSHA/FCALL among them, each one command sent " +
+      "whatever it runs (what is sent is the script calls plus the other commands). **bytes per record**: for Redis, the growth of `used_memory` per " +
+      "new record (keys, values and Redis's own overhead); for SQLite, the bytes of the record row's columns " +
+      "(without SQLite's page and index overhead). MemoryStore's records are measured in `pnpm bench:engine`.",
+    "",
+    storeCostTable(measurements),
     "",
     "## Concurrent duplicates and immediate retries (correctness)",
     "",
