@@ -200,8 +200,12 @@ describe("network faults between the application and Redis (fail-closed)", () =>
     expectFailClosed(dropped.keys, dropped.replies, droppedExecutions);
     for (const { key, seen } of retried) {
       // A begin whose reply was lost may have claimed the key: then 409 until its lease ends, never longer.
+      // Right after the heal the client may still be reconnecting (slower on a loaded machine): 503 then.
       for (const reply of seen.slice(0, -1))
-        expect(problemType(reply)).toBe("urn:idempotency:problem:in-progress");
+        expect([
+          "urn:idempotency:problem:in-progress",
+          "urn:idempotency:problem:store-unavailable",
+        ]).toContain(problemType(reply));
       expect(seen[seen.length - 1]?.status).toBe(201);
       expect(ledger.of(key)).toHaveLength(1);
     }
