@@ -201,6 +201,7 @@ export function post(options: Steer): Promise<Reply> {
           resolve({
             status: res.statusCode ?? 0,
             headers: res.headers,
+            rawHeaders: res.rawHeaders,
             body: Buffer.concat(chunks),
             ms: performance.now() - started,
           }),

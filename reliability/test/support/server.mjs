@@ -3,18 +3,27 @@
 //
 //   { binding: "express" | "koa" | "hono" | "fastify", store: "sqlite" | "redis" | "postgres" | "memory",
 //     sqlitePath?, redisUrl?, databaseUrl?, postgresTable?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs?,
-//     maxRequestBytes?, requestTimeoutMs? }
+//     maxRequestBytes?, requestTimeoutMs?, maxEntries?, keepStoreCalls? }
 //
 // `requestTimeoutMs` is Node's `requestTimeout` (the whole request must arrive within it, else 408 and the
 // connection is closed), checked every 100 ms instead of Node's default 30 s.
 //
-// and it answers { type: "listening", port } over IPC once it accepts connections on 127.0.0.1.
+// and it answers { type: "listening", port } over IPC once it accepts connections on 127.0.0.1. Later IPC
+// requests { type, id } are answered with { type, id, ... }:
+// - "stats": memory (after a full GC when the process runs with --expose-gc), active resources by type,
+//   and the listeners on the process and on the HTTP server;
+// - "store-calls" (memory store with keepStoreCalls): every argument each store call received, and what
+//   MemoryStore.get answers now for every key those calls named; bytes as base64. The MemoryStore's
+//   records live in this process, so this is how the parent reads them raw.
 //
 // Its one route, POST /orders, is the side effect under test: it appends a row (key, tenant, pid, a fresh
 // execution id, the body it is about to send) to the ledger, a SQLite file OUTSIDE the idempotency store
-// that every server process shares, then sleeps `x-handler-ms` milliseconds and answers 201 with that body.
+// that every server process shares, then (with `x-hold`) says { type: "held", key } and waits until the
+// parent sends { type: "release", keys }, sleeps `x-handler-ms` milliseconds and answers 201 with that body.
 // The principal comes from `x-tenant` (the test's stand-in for an authenticated user), and the response also
-// sets Set-Cookie and WWW-Authenticate, which a replay must never carry.
+// sets credential headers (two Set-Cookie, WWW-Authenticate, Authorization, Proxy-Authenticate, each with a
+// fresh secret that appears nowhere else), which a replay must never carry, beside headers it must replay
+// byte for byte (Location, Cache-Control, a header set twice, a Latin-1 value).
 import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import { MemoryStore } from "@idempotency/core";
@@ -49,10 +58,24 @@ async function openStore() {
     pool.on("error", () => undefined); // the store reports failures as IdempotencyStoreError
     return new PostgresStore({ pool, table: config.postgresTable });
   }
-  return new MemoryStore();
+  return new MemoryStore(config.maxEntries ? { maxEntries: config.maxEntries } : {});
 }
 
-const store = await openStore();
+/** Every call the engine makes to `store`, with its arguments, kept for the parent to inspect. */
+function keepingCalls(store, calls) {
+  const kept = {};
+  for (const operation of ["begin", "complete", "extend", "release", "get", "delete"]) {
+    kept[operation] = (...args) => {
+      calls.push({ operation, args });
+      return store[operation](...args);
+    };
+  }
+  return kept;
+}
+
+const storeCalls = [];
+const openedStore = await openStore();
+const store = config.keepStoreCalls ? keepingCalls(openedStore, storeCalls) : openedStore;
 const options = {
   store,
   scope: (request) => request.headers.get("x-tenant") ?? "anonymous",
@@ -62,6 +85,15 @@ const options = {
   ...(config.storeTimeoutMs ? { storeTimeoutMs: config.storeTimeoutMs } : {}),
   ...(config.maxRequestBytes ? { maxRequestBytes: config.maxRequestBytes } : {}),
 };
+const secret = () => randomUUID().replaceAll("-", "");
+
+/** Handlers of requests sent with `x-hold`, waiting (their claims held) until the parent releases their key. */
+const held = new Map();
+const hold = (key) =>
+  new Promise((resolve) => {
+    held.set(key, [...(held.get(key) ?? []), resolve]);
+    process.send({ type: "held", key });
+  });
 
 /** Node `http.createServer` options: Node's defaults, or the short request timeout of `requestTimeoutMs`. */
 const serverOptions = config.requestTimeoutMs
@@ -75,14 +107,21 @@ async function execute(header) {
   const execution = randomUUID();
   const body = JSON.stringify({ key, tenant, pid: process.pid, execution });
   record.run(key, tenant, process.pid, execution, body, Date.now());
+  if (header("x-hold") !== null && header("x-hold") !== undefined) await hold(key);
   await sleep(Number(header("x-handler-ms") ?? 0));
   return {
     body,
     headers: {
       "content-type": "application/json",
       "x-execution": execution,
-      "set-cookie": `session=${execution}; HttpOnly`,
-      "www-authenticate": 'Bearer realm="orders"',
+      location: `/orders/${execution}`,
+      "cache-control": "private, max-age=60",
+      "x-twice": ["first", "second, with a comma"],
+      "x-latin1": "caf\u00e9 \u00bd",
+      "set-cookie": [`session=${secret()}; HttpOnly`, `csrf=${secret()}; Path=/`],
+      "www-authenticate": `Bearer realm="orders", nonce="${secret()}"`,
+      authorization: `Bearer ${secret()}`,
+      "proxy-authenticate": `Basic realm="${secret()}"`,
     },
   };
 }
@@ -97,6 +136,7 @@ async function listen() {
       res.status(201).set(headers).send(body);
     });
     const server = createServer(serverOptions, app);
+    httpServer = server;
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
     return server.address().port;
   }
@@ -128,6 +168,7 @@ async function listen() {
       );
     });
     const server = createServer(serverOptions, app.callback());
+    httpServer = server;
     await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
     return server.address().port;
   }
@@ -150,7 +191,7 @@ async function listen() {
       return c.body(body, 201, headers);
     });
     return await new Promise((resolve) => {
-      serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1", serverOptions }, (info) =>
+      httpServer = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1", serverOptions }, (info) =>
         resolve(info.port),
       );
     });
@@ -170,13 +211,69 @@ async function listen() {
       return reply.code(201).headers(headers).send(body);
     });
     await app.listen({ port: 0, host: "127.0.0.1" });
+    httpServer = app.server;
     return app.server.address().port;
   }
   throw new Error(`unknown binding ${config.binding}`);
 }
 
+let httpServer;
 const port = await listen();
-process.on("message", (message) => {
+
+/** Counts of each type in `process.getActiveResourcesInfo()` (sockets, timers, file handles, …). */
+function activeResources() {
+  const counts = {};
+  for (const type of process.getActiveResourcesInfo()) counts[type] = (counts[type] ?? 0) + 1;
+  return counts;
+}
+
+function listenerCounts(emitter) {
+  let total = 0;
+  for (const name of emitter.eventNames()) total += emitter.listenerCount(name);
+  return total;
+}
+
+const base64 = (bytes) => (bytes instanceof Uint8Array ? Buffer.from(bytes).toString("base64") : bytes);
+
+async function storeCallsDump() {
+  const calls = storeCalls.map(({ operation, args }) => ({
+    operation,
+    args: args.map((arg) =>
+      arg instanceof Uint8Array ? { base64: base64(arg) } : arg === null ? null : structuredClone(arg),
+    ),
+  }));
+  const keys = [...new Set(storeCalls.map(({ args }) => args[0]))];
+  const records = [];
+  for (const key of keys) {
+    const record = await openedStore.get(key);
+    records.push({ key, record: record && { ...record, response: base64(record.response) } });
+  }
+  return { calls, records };
+}
+
+process.on("message", async (message) => {
   if (message.type === "exit") process.exit(0);
+  if (message.type === "release") {
+    for (const key of message.keys) {
+      for (const resolve of held.get(key) ?? []) resolve();
+      held.delete(key);
+    }
+  }
+  if (message.type === "stats") {
+    if (typeof globalThis.gc === "function") {
+      globalThis.gc();
+      globalThis.gc();
+    }
+    process.send({
+      type: "stats",
+      id: message.id,
+      memory: process.memoryUsage(),
+      resources: activeResources(),
+      listeners: { process: listenerCounts(process), server: httpServer ? listenerCounts(httpServer) : 0 },
+    });
+  }
+  if (message.type === "store-calls") {
+    process.send({ type: "store-calls", id: message.id, ...(await storeCallsDump()) });
+  }
 });
 process.send({ type: "listening", port, pid: process.pid });
