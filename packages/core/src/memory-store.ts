@@ -192,6 +192,11 @@ export class MemoryStore implements IdempotencyStore {
   async close(): Promise<void> {
     this.#inFlight.clear();
     this.#completed.clear();
+    // A live Map iterator keeps the table it was made on, and a cleared table keeps its entries until the
+    // iterator moves on: without this, the sweep and eviction cursors held every record closed here.
+    this.#inFlightCursor = undefined;
+    this.#completedCursor = undefined;
+    this.#evictCursor = undefined;
   }
 
   /** The completed record under `key` unless it has expired (an expired one is deleted on the spot). */

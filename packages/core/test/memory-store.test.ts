@@ -1,5 +1,10 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import { IdempotencyOptionsError, MemoryStore } from "../src/index.js";
+
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
 
 const args = (token: string) => ({
   token,
@@ -52,6 +57,23 @@ describe("MemoryStore", () => {
       fingerprint: "f",
       response: Uint8Array.of(1, 2, 3),
     });
+  });
+
+  it("frees its records' memory on close(), also while the store itself is still referenced", async () => {
+    const store = new MemoryStore();
+    const response = new Uint8Array(4_096);
+    for (let i = 0; i < 5_000; i++) {
+      await store.begin(`k${i}`, args("t"));
+      await store.complete(`k${i}`, "t", response, 10_000);
+    }
+    gc();
+    const full = process.memoryUsage().arrayBuffers;
+    await store.close();
+    gc();
+    const closed = process.memoryUsage().arrayBuffers;
+    expect(store.size).toBe(0);
+    // 5 000 copies of 4 KiB (20 MB) were held; nothing may keep them reachable once the store is closed.
+    expect(full - closed).toBeGreaterThan(15_000_000);
   });
 
   it("rejects a clock that is not a function", () => {
