@@ -5,10 +5,9 @@
 //     sqlitePath?, redisUrl?, databaseUrl?, postgresTable?, ledgerPath, leaseMs?, ttlMs?, onLeaseExpired?, storeTimeoutMs?,
 //     maxRequestBytes?, requestTimeoutMs?, maxEntries?, keepStoreCalls? }
 //
-// `requestTimeoutMs` is Node's `requestTimeout` (the whole request must arrive within it, else 408 and the
-// connection is closed), checked every 100 ms instead of Node's default 30 s.
-//
-// and it answers { type: "listening", port } over IPC once it accepts connections on 127.0.0.1. Later IPC
+// (`requestTimeoutMs` is Node's `requestTimeout`: the whole request must arrive within it, else 408 and the
+// connection is closed, checked every 100 ms instead of Node's default 30 s), and it answers
+// { type: "listening", port } over IPC once it accepts connections on 127.0.0.1. Later IPC
 // requests { type, id } are answered with { type, id, ... }:
 // - "stats": memory (after a full GC when the process runs with --expose-gc), active resources by type,
 //   and the listeners on the process and on the HTTP server;
