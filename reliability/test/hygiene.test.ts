@@ -18,7 +18,14 @@ import { report } from "./support/report.js";
 import { BINDINGS, type Binding, type Reply, ServerProcess, send } from "./support/servers.js";
 
 /** Never replayed by default (docs/http-contract.md, "What is replayed"). */
-const CREDENTIAL_HEADERS = ["set-cookie", "www-authenticate", "authorization", "proxy-authenticate"];
+const CREDENTIAL_HEADERS = [
+  "set-cookie",
+  "www-authenticate",
+  "authorization",
+  "proxy-authenticate",
+  "authentication-info",
+  "proxy-authentication-info",
+];
 /** Not the handler's: framing, connection and date, which every response gets afresh. */
 const PER_RESPONSE = ["date", "connection", "keep-alive", "content-length", "transfer-encoding"];
 const IDENTITY = /^[0-9a-f]{64}$/;
@@ -206,8 +213,10 @@ describe.each(STORES)("replay hygiene on one %s store", (storeKind) => {
       // The original did carry every credential header, two cookies among them.
       const credentials = fields(original, []).filter(([name]) => CREDENTIAL_HEADERS.includes(name));
       expect(credentials.map(([name]) => name)).toEqual([
+        "authentication-info",
         "authorization",
         "proxy-authenticate",
+        "proxy-authentication-info",
         "set-cookie",
         "set-cookie",
         "www-authenticate",

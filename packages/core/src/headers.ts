@@ -26,12 +26,16 @@ export const NEVER_STORED_HEADERS: ReadonlySet<string> = new Set([
 
 /**
  * Headers that carry credentials or session state: never stored, so never replayed to whoever holds the key.
+ * `Authentication-Info` and `Proxy-Authentication-Info` (RFC 9110 §11.6.3, §11.7.3) carry per-exchange
+ * authentication data such as a Digest `nextnonce` or `rspauth`.
  *
  * @example
  * ```ts
  * import { DEFAULT_UNREPLAYED_HEADERS } from "@idempotency/core";
  *
- * DEFAULT_UNREPLAYED_HEADERS; // ["set-cookie", "www-authenticate", "authorization", "proxy-authenticate"]
+ * DEFAULT_UNREPLAYED_HEADERS;
+ * // ["set-cookie", "www-authenticate", "authorization", "proxy-authenticate",
+ * //  "authentication-info", "proxy-authentication-info"]
  * ```
  */
 export const DEFAULT_UNREPLAYED_HEADERS: readonly string[] = [
@@ -39,6 +43,8 @@ export const DEFAULT_UNREPLAYED_HEADERS: readonly string[] = [
   "www-authenticate",
   "authorization",
   "proxy-authenticate",
+  "authentication-info",
+  "proxy-authentication-info",
 ];
 
 /** Flattens any accepted header shape into lower-case name/value pairs. */

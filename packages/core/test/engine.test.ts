@@ -182,6 +182,8 @@ describe("first request and replay", () => {
         "www-authenticate": 'Bearer realm="x"',
         authorization: "Bearer t",
         "proxy-authenticate": "Basic",
+        "authentication-info": 'nextnonce="n2", rspauth="r"',
+        "proxy-authentication-info": 'nextnonce="p2"',
         connection: "keep-alive, x-hop",
         "keep-alive": "timeout=5",
         "x-hop": "1",

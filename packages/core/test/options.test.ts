@@ -145,6 +145,8 @@ describe("options are validated at construction", () => {
       "www-authenticate",
       "authorization",
       "proxy-authenticate",
+      "authentication-info",
+      "proxy-authentication-info",
     ]);
   });
 });

@@ -121,6 +121,8 @@ async function execute(header) {
       "www-authenticate": `Bearer realm="orders", nonce="${secret()}"`,
       authorization: `Bearer ${secret()}`,
       "proxy-authenticate": `Basic realm="${secret()}"`,
+      "authentication-info": `nextnonce="${secret()}"`,
+      "proxy-authentication-info": `nextnonce="${secret()}"`,
     },
   };
 }
