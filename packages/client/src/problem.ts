@@ -33,6 +33,11 @@ export const PROBLEM_TYPES = {
   responseNotStored: "urn:idempotency:problem:response-not-stored",
   /** 413: the request body is larger than the server's `maxRequestBytes`. */
   requestTooLarge: "urn:idempotency:problem:request-too-large",
+  /**
+   * 400: the request ended before its body did (the connection closed mid-upload); nothing was run. A
+   * client rarely sees it (it is usually the one that left); sending the whole request again is safe.
+   */
+  requestAborted: "urn:idempotency:problem:request-aborted",
   /** 503: the server's idempotency store could not be reached; nothing was run. */
   storeUnavailable: "urn:idempotency:problem:store-unavailable",
 } as const;
