@@ -19,6 +19,8 @@ describe("concurrency across clients", () => {
         store: new RedisStore({ client: redis.client() }),
         scope: "global",
         leaseMs: 60_000,
+        // 400 concurrent requests on a loaded 2-core CI machine took over the 2 s default (a 503 is not a race).
+        storeTimeoutMs: 10_000,
       }),
     );
     const keys = Array.from({ length: 100 }, () => randomUUID());
