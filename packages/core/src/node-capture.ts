@@ -188,12 +188,28 @@ function onClose(this: NodeResponse): void {
 }
 
 /**
- * Tells the execution when the client left before its whole request body arrived (its request is destroyed
- * and incomplete): an error answered to that is about the broken upload, not the request's outcome.
+ * Whether the client left before its whole request body arrived: the Node request is destroyed and its
+ * message incomplete. A binding that finds this once the handler answered calls `execution.requestAborted()`
+ * (`captureNodeResponse` does it itself), so that an error answered to the broken upload is not stored.
+ *
+ * @example
+ * ```ts
+ * import { requestCutShort } from "@idempotency/core/node";
+ *
+ * if (requestCutShort(incoming)) execution.requestAborted?.();
+ * ```
  */
+export function requestCutShort(
+  req: { destroyed?: unknown; complete?: unknown } | null | undefined,
+): boolean {
+  return req?.destroyed === true && req.complete === false;
+}
+
+/** Tells the execution when the client left mid-body: see {@link requestCutShort}. */
 function noteCutShort(res: NodeResponse, execution: Execution): void {
-  const req = (res as ServerResponse).req as ServerResponse["req"] | undefined;
-  if (req?.destroyed && !req.complete) execution.requestAborted?.();
+  if (requestCutShort((res as ServerResponse).req as ServerResponse["req"] | undefined)) {
+    execution.requestAborted?.();
+  }
 }
 
 function captureWriteHead(

@@ -13,7 +13,13 @@ import {
 } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
-export { captureNodeResponse, drainAfterClose, type NodeCapture, type NodeResponse } from "./node-capture.js";
+export {
+  captureNodeResponse,
+  drainAfterClose,
+  type NodeCapture,
+  type NodeResponse,
+  requestCutShort,
+} from "./node-capture.js";
 export { splitRequestTarget } from "./target.js";
 
 /**

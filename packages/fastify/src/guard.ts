@@ -66,25 +66,31 @@ export class RouteGuard {
       // The client announced more than can ever be fingerprinted: refuse before reading a byte of it, as the
       // other bindings do, instead of buffering up to maxRequestBytes of a body that may arrive slowly.
       state.bodyTooLarge = true;
-      this.#refuseOversized(request, reply, state, () => done(null, payload), done);
+      this.#refuseUnreadable(request, reply, state, () => done(null, payload), done);
       return;
     }
     bufferBody(request.raw, payload, maxRequestBytes, state).then(
       (stream) => {
         if (!state.bodyTooLarge || !this.#refusesOversized) return done(null, stream);
-        this.#refuseOversized(request, reply, state, () => done(null, stream), done);
+        this.#refuseUnreadable(request, reply, state, () => done(null, stream), done);
       },
       (error: Error) => {
         // The request ended before its body did: the engine answers 400 request-aborted (the client has
         // usually left), instead of the stream error reaching Fastify as a 500.
         state.bodyAborted = true;
-        this.#refuseAborted(request, reply, state, () => done(error), done);
+        this.#refuseUnreadable(request, reply, state, () => done(error), done);
       },
     );
   };
 
-  /** Answers a request whose body was cut short; anything but a problem (a claim) goes on to Fastify's error. */
-  #refuseAborted(
+  /**
+   * Answers now, in `preParsing`, a request whose body can never be fingerprinted: larger than
+   * `maxRequestBytes` (before Fastify parses it, or refuses it past its bodyLimit) or cut short by the
+   * client. The engine says 413 or 400 request-aborted (or 400 for a bad key), without any store call.
+   * Anything else goes on with `proceed`; a claim (a fingerprint function that did not read the body) is
+   * given back first.
+   */
+  #refuseUnreadable(
     request: FastifyRequest,
     reply: FastifyReply,
     state: RequestState,
@@ -94,29 +100,8 @@ export class RouteGuard {
     this.#engine.handle(neutralRequest(request, state)).then(
       async (decision) => {
         if (decision.action === "respond") return sendProblem(reply, decision.response);
-        // A fingerprint function that did not read the body let it claim: give the claim back.
         if (decision.action === "execute") await decision.execution.abandon();
         proceed();
-      },
-      (error: Error) => fail(error),
-    );
-  }
-
-  /**
-   * Answers now, before Fastify parses (or refuses, past its bodyLimit) a body that can never be
-   * fingerprinted: the engine says 413, or 400 for a bad key, without any user function or store call.
-   */
-  #refuseOversized(
-    request: FastifyRequest,
-    reply: FastifyReply,
-    state: RequestState,
-    proceed: () => void,
-    fail: Done,
-  ): void {
-    this.#engine.handle(neutralRequest(request, state)).then(
-      (decision) => {
-        if (decision.action === "respond") sendProblem(reply, decision.response);
-        else proceed(); // unreachable: the default fingerprint cannot read the body
       },
       (error: Error) => fail(error),
     );

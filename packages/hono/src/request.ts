@@ -5,7 +5,7 @@ import {
   IdempotencyRequestTooLargeError,
   splitRequestTarget,
 } from "@idempotency/core";
-import { peekNodeBody } from "@idempotency/core/node";
+import { peekNodeBody, requestCutShort } from "@idempotency/core/node";
 import type { Context } from "hono";
 
 /**
@@ -125,10 +125,11 @@ function untouchedIncoming(c: Context): IncomingMessage | undefined {
 }
 
 /**
- * Whether the client left before the whole request body arrived. Known on `@hono/node-server` (the Node
- * request says whether its message completed); elsewhere the runtime does not say, and this is `false`.
+ * Whether the client left before the whole request body arrived. Known on `@hono/node-server`, from its
+ * Node request; elsewhere the runtime does not say, and this is `false`.
  */
 export function bodyCutShort(c: Context): boolean {
-  const incoming = (c.env as { incoming?: { complete?: unknown } } | undefined)?.incoming;
-  return typeof incoming === "object" && incoming !== null && incoming.complete === false;
+  return requestCutShort(
+    (c.env as { incoming?: { destroyed?: unknown; complete?: unknown } } | undefined)?.incoming,
+  );
 }

@@ -5,9 +5,8 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { createHash } from "node:crypto";
-import { request } from "node:http";
 import { fileURLToPath } from "node:url";
-import type { Reply, Send } from "./servers.js";
+import { type Reply, type Send, send } from "./servers.js";
 
 const SERVER = fileURLToPath(new URL("./fault-server.mjs", import.meta.url));
 
@@ -164,55 +163,14 @@ export class FaultServer {
   }
 }
 
-/** `send` from `servers.ts` plus steering headers: `x-block-ms`, `x-hold`. */
+/** `send` from `servers.ts` plus fault-server.mjs's own steering header, `x-block-ms`. */
 export interface Steer extends Send {
   blockMs?: number;
-  hold?: boolean;
 }
 
 /** One POST /orders over loopback, as `send` does, with the steering headers of fault-server.mjs. */
 export function post(options: Steer): Promise<Reply> {
-  const body = Buffer.from(options.body ?? JSON.stringify({ key: options.key ?? null, amount: 100 }));
-  const headers: Record<string, string> = {
-    "content-type": "application/json",
-    "content-length": String(body.length),
-  };
-  if (options.key !== undefined) headers["idempotency-key"] = options.key;
-  if (options.tenant !== undefined) headers["x-tenant"] = options.tenant;
-  if (options.handlerMs !== undefined) headers["x-handler-ms"] = String(options.handlerMs);
-  if (options.blockMs !== undefined) headers["x-block-ms"] = String(options.blockMs);
-  if (options.hold) headers["x-hold"] = "1";
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: "127.0.0.1",
-        port: options.port,
-        method: "POST",
-        path: "/orders",
-        headers,
-        agent: options.agent,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("error", reject);
-        res.on("end", () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            rawHeaders: res.rawHeaders,
-            body: Buffer.concat(chunks),
-            ms: performance.now() - started,
-          }),
-        );
-      },
-    );
-    if (options.timeoutMs !== undefined) {
-      const timer = setTimeout(() => req.destroy(new Error("timeout")), options.timeoutMs);
-      req.once("close", () => clearTimeout(timer));
-    }
-    req.on("error", reject);
-    req.end(body);
-  });
+  const { blockMs, ...rest } = options;
+  if (blockMs === undefined) return send(rest);
+  return send({ ...rest, headers: { ...rest.headers, "x-block-ms": String(blockMs) } });
 }
