@@ -47,8 +47,9 @@ export function encodeResponse(response: StoredResponse): Uint8Array {
   let size = 6;
   for (const [name, value] of headers) size += 6 + name.length + value.length;
   const body = response.body;
-  // Its own memory, not a slice of Node's shared pool: a store may keep it for the record's whole TTL.
-  const out = Buffer.allocUnsafeSlow(size + (body?.length ?? 0));
+  // From Node's shared pool when small: the bytes are the caller's (a store that keeps them copies them, as
+  // the `complete` contract says), and most are sent and dropped within the request.
+  const out = Buffer.allocUnsafe(size + (body?.length ?? 0));
   out.writeUInt8(VERSION, 0);
   out.writeUInt8(body === null ? FLAG_BODY_OMITTED : 0, 1);
   out.writeUInt16BE(response.status, 2);

@@ -47,6 +47,10 @@ interface InFlight extends HeldRecord {
 
 interface Completed extends HeldRecord {
   readonly token: null;
+  /** Always `null`: the response is kept in `kept`, and handed out as fresh bytes. */
+  readonly response: null;
+  /** The response bytes as the record keeps them (see {@link keep}); `null`: completed without a body. */
+  readonly kept: Kept | null;
 }
 
 /** How many records each operation inspects for expiry, so that sweeping keeps pace with insertion. */
@@ -114,7 +118,7 @@ export class MemoryStore implements IdempotencyStore {
     if (done && decision.state === "completed") {
       this.#completed.delete(key); // touched: now the most recently used
       this.#completed.set(key, done);
-      decision.response = handOut(done.response);
+      decision.response = handOut(done.kept);
     }
     if (decision.state !== "claimed") return decision;
     this.#inFlight.delete(key); // re-insert at the end, so the sweep cursor reaches fresh records last
@@ -138,7 +142,8 @@ export class MemoryStore implements IdempotencyStore {
       fingerprint: running.fingerprint,
       token: null,
       leaseUntil: 0,
-      response: keep(response),
+      response: null,
+      kept: keep(response),
       expiresAt: now + ttlMs,
     });
     return true;
@@ -166,7 +171,7 @@ export class MemoryStore implements IdempotencyStore {
       return {
         state: "completed",
         fingerprint: done.fingerprint,
-        response: handOut(done.response),
+        response: handOut(done.kept),
         ttlRemainingMs: done.expiresAt - now,
       };
     }
@@ -267,21 +272,35 @@ function sweepStep<T extends { expiresAt: number }>(
   return current;
 }
 
+/** A response as a record keeps it: small ones as a latin1 string (one byte per character), larger as bytes. */
+type Kept = string | Uint8Array;
+
+/** Below this size a kept response is a string; at or above it, bytes of its own. */
+const KEPT_AS_STRING_BELOW = 16_384;
+
 /**
  * The record's own copy of a response: exactly its bytes, in memory nothing else shares, so the caller may
- * reuse its buffer (`Buffer#slice` would be a view of it) and a long-lived record pins nothing larger.
+ * reuse its buffer (`Buffer#slice` would be a view of it) and a long-lived record pins nothing larger. A small
+ * response is kept as a latin1 string: an ordinary heap object, much cheaper to make and to collect than memory
+ * of its own (an `ArrayBuffer` per record cost more than the rest of `complete`), and immutable.
  */
-function keep(bytes: Uint8Array | null): Uint8Array | null {
-  return bytes === null ? null : new Uint8Array(bytes);
+function keep(bytes: Uint8Array | null): Kept | null {
+  if (bytes === null) return null;
+  if (bytes.length >= KEPT_AS_STRING_BELOW) return new Uint8Array(bytes);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 }
 
 /**
  * A copy for a reader, who may change it without changing the record. Short-lived, so small ones come from
  * Node's shared buffer pool, which is much cheaper than memory of their own.
  */
-function handOut(bytes: Uint8Array | null): Uint8Array | null {
-  if (bytes === null) return null;
-  const out = Buffer.allocUnsafe(bytes.length);
-  out.set(bytes);
+function handOut(kept: Kept | null): Uint8Array | null {
+  if (kept === null) return null;
+  let out: Buffer;
+  if (typeof kept === "string") out = Buffer.from(kept, "latin1");
+  else {
+    out = Buffer.allocUnsafe(kept.length);
+    out.set(kept);
+  }
   return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }

@@ -66,14 +66,44 @@ describe("MemoryStore", () => {
       await store.begin(`k${i}`, args("t"));
       await store.complete(`k${i}`, "t", response, 10_000);
     }
+    // Small responses are kept as strings on the heap, large ones as buffers of their own: count both.
+    const used = () => {
+      const { heapUsed, arrayBuffers } = process.memoryUsage();
+      return heapUsed + arrayBuffers;
+    };
     gc();
-    const full = process.memoryUsage().arrayBuffers;
+    const full = used();
     await store.close();
     gc();
-    const closed = process.memoryUsage().arrayBuffers;
+    const closed = used();
     expect(store.size).toBe(0);
     // 5 000 copies of 4 KiB (20 MB) were held; nothing may keep them reachable once the store is closed.
     expect(full - closed).toBeGreaterThan(15_000_000);
+  });
+
+  it("keeps every byte of small and large responses (latin1 strings below 16 KiB, bytes above), as its own copy", async () => {
+    const store = new MemoryStore();
+    for (const size of [1, 255, 16_383, 16_384, 100_000]) {
+      const response = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) response[i] = (i * 7919 + size) % 256; // every byte value, 0x80–0xff too
+      const expected = Buffer.from(response);
+      await store.begin(`k${size}`, args("t"));
+      expect(await store.complete(`k${size}`, "t", response, 10_000)).toBe(true);
+      response.fill(0); // the caller reuses its buffer
+      const replayed = await store.begin(`k${size}`, args("u"));
+      expect(
+        replayed.state === "completed" && Buffer.from(replayed.response as Uint8Array).equals(expected),
+      ).toBe(true);
+      const record = await store.get(`k${size}`);
+      expect(
+        record?.state === "completed" && Buffer.from(record.response as Uint8Array).equals(expected),
+      ).toBe(true);
+      if (record?.state === "completed") (record.response as Uint8Array).fill(1); // a reader changes its copy
+      const again = await store.get(`k${size}`);
+      expect(again?.state === "completed" && Buffer.from(again.response as Uint8Array).equals(expected)).toBe(
+        true,
+      );
+    }
   });
 
   it("rejects a clock that is not a function", () => {
