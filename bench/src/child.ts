@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { frameworkOf, type ServerConfig, targetName } from "./config.js";
 
 export interface RunningServer {
+  /** The server's process id (valgrind's own, when it runs under valgrind). */
+  pid: number;
   port: number;
   url: string;
   stop(): Promise<void>;
@@ -31,12 +33,26 @@ export function freshSqlitePath(dir: string): string {
   return join(dir, `bench-${sqliteFiles}.db`);
 }
 
-/** Starts one server; `nodeOptions` go to its Node.js process (for example `--cpu-prof`). */
-export async function startServer(config: ServerConfig, nodeOptions: string[] = []): Promise<RunningServer> {
+/**
+ * Starts one server; `nodeOptions` go to its Node.js process (for example `--cpu-prof`). `wrapper` runs Node
+ * under another program: `["valgrind", "--tool=callgrind", …]` starts `valgrind --tool=callgrind … node …`.
+ */
+export async function startServer(
+  config: ServerConfig,
+  nodeOptions: string[] = [],
+  wrapper: string[] = [],
+): Promise<RunningServer> {
+  const [wrapperPath, ...wrapperArgs] = wrapper;
   // tsx's loader only: the tsx CLI's preflight (in this process's execArgv) would relay the child's SIGTERM
   // to the CLI, which then ends this process too.
   const child = fork(SERVER_ENTRIES[frameworkOf(config.library)], [], {
-    execArgv: [...nodeOptions, "--import", import.meta.resolve("tsx")],
+    ...(wrapperPath ? { execPath: wrapperPath } : {}),
+    execArgv: [
+      ...(wrapperPath ? [...wrapperArgs, process.execPath] : []),
+      ...nodeOptions,
+      "--import",
+      import.meta.resolve("tsx"),
+    ],
     env: { ...process.env, BENCH_SERVER: JSON.stringify(config), NODE_ENV: "production" },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
@@ -51,6 +67,7 @@ export async function startServer(config: ServerConfig, nodeOptions: string[] = 
     );
   });
   return {
+    pid: child.pid as number,
     port,
     url: `http://127.0.0.1:${port}`,
     async stop() {
