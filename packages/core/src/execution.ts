@@ -206,7 +206,7 @@ export class ClaimedExecution implements Execution {
     this.#captured += chunk.length;
     if (this.#bodyOmitted) return;
     if (this.#captured > this.#options.maxResponseBytes) this.omitBody();
-    else this.#chunks.push(chunk.slice());
+    else this.#chunks.push(copyOf(chunk));
   }
 
   /** Completes the record without its body: retries get 410 (or `IdempotencyResultNotStoredError`). */
@@ -348,6 +348,16 @@ export class ClaimedExecution implements Execution {
     if (this.#renewal !== undefined) clearInterval(this.#renewal);
     this.#renewal = undefined;
   }
+}
+
+/**
+ * A copy of `chunk` from Node's shared pool. `Buffer#slice` is a view (unlike `Uint8Array#slice`), so copying
+ * with it kept the handler's own Buffer: a handler that reused it after `write` changed the stored body.
+ */
+function copyOf(chunk: Uint8Array): Uint8Array {
+  const copy = Buffer.allocUnsafe(chunk.length);
+  copy.set(chunk);
+  return copy;
 }
 
 function concat(chunks: readonly Uint8Array[]): Uint8Array {

@@ -374,6 +374,24 @@ describe("the record is completed before the response finishes reaching the clie
     ]);
   });
 
+  it("stores each chunk as it was written, also when the handler reuses its Buffer afterwards", async () => {
+    const idempotency = engine();
+    const first = await send(idempotency, { key: "k" }, async (res) => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      const chunk = Buffer.from("abcdef");
+      res.write(chunk);
+      chunk.fill(0x78); // the handler reuses its buffer: "xxxxxx"
+      await res.end("!");
+    });
+    expect(first.action).toBe("execute");
+    const replay = await send(idempotency, { key: "k" }, () => {
+      throw new Error("a replay must not run the handler");
+    });
+    expect(replay.action).toBe("respond");
+    expect(replay.response.status).toBe(200);
+    expect(replay.response.text()).toBe("abcdef!");
+  });
+
   it("holds back the last byte of a Content-Length body written in full before end", async () => {
     const timeline: string[] = [];
     const idempotency = engine({ onEvent: (event) => timeline.push(`event:${event.type}`) });
