@@ -64,8 +64,11 @@ const COMPLETE = `${PRELUDE}
 if not owned(ARGV[2]) then return {now, 0} end
 redis.call('PEXPIRE', key, ARGV[5])
 redis.call('HDEL', key, 'token', 'lease_until')
-redis.call('HSET', key, 'state', 'completed')
-if ARGV[3] == '1' then redis.call('HSET', key, 'response', ARGV[4]) end
+if ARGV[3] == '1' then
+  redis.call('HSET', key, 'state', 'completed', 'response', ARGV[4])
+else
+  redis.call('HSET', key, 'state', 'completed')
+end
 return {now, 1}
 `;
 

@@ -47,19 +47,21 @@ describe("round trips between the store's connection and Redis", () => {
     expect(insideScripts).toBeGreaterThan(0); // the scripts' own commands are there, and not counted
   });
 
-  it("a first execution whose handler finishes within the lease costs exactly 2 (begin + complete)", async () => {
-    const { sent } = await watch.during(async () => {
+  it("a first execution whose handler finishes within the lease costs exactly 2 (begin + complete), 9 commands inside them", async () => {
+    const { sent, insideScripts } = await watch.during(async () => {
       const response = await send(idempotency, { key: randomUUID() }, () => created);
       expect(response).toEqual({ ...created, executed: true });
     });
     expect(sent).toEqual(["evalsha", "evalsha"]);
+    // begin: TIME, HMGET, HSET, PEXPIRE; complete: TIME, HMGET, PEXPIRE, HDEL, HSET (state and response in one).
+    expect(insideScripts).toBe(9);
   });
 
   it("a replay costs exactly 1", async () => {
     const key = randomUUID();
     await send(idempotency, { key }, () => created);
     let runs = 0;
-    const { sent } = await watch.during(async () => {
+    const { sent, insideScripts } = await watch.during(async () => {
       const replay = await send(idempotency, { key }, () => {
         runs++;
         return created;
@@ -71,6 +73,7 @@ describe("round trips between the store's connection and Redis", () => {
       expect(replay.executed).toBe(false);
     });
     expect(sent).toEqual(["evalsha"]);
+    expect(insideScripts).toBe(2); // TIME, HMGET
     expect(runs).toBe(0);
   });
 
