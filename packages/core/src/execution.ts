@@ -352,7 +352,9 @@ export class ClaimedExecution implements Execution {
 
 /**
  * A copy of `chunk` from Node's shared pool. `Buffer#slice` is a view (unlike `Uint8Array#slice`), so copying
- * with it kept the handler's own Buffer: a handler that reused it after `write` changed the stored body.
+ * with it kept the writer's own Buffer: reusing it after `write` changed the stored body. (Node may still hold
+ * the same Buffer to send it, so changing a written buffer remains unsupported; the record keeps the bytes as
+ * they were when written.)
  */
 function copyOf(chunk: Uint8Array): Uint8Array {
   const copy = Buffer.allocUnsafe(chunk.length);
