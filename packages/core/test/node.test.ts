@@ -208,11 +208,16 @@ describe("peekNodeBody", () => {
   });
 
   it("rejects when the client leaves before the whole body arrived, and stops watching", async () => {
-    let settled: Promise<unknown> | undefined;
     let req: IncomingMessage | undefined;
+    let watching!: (peek: { settled: Promise<unknown> }) => void;
+    // Set once the server has the request (not after a fixed wait: a loaded machine may take longer). Wrapped,
+    // since resolving with a promise would wait for that promise.
+    const watched = new Promise<{ settled: Promise<unknown> }>((resolve) => {
+      watching = resolve;
+    });
     server = createServer((incoming) => {
       req = incoming;
-      settled = peekNodeBody(incoming, 1 << 20).catch((caught: unknown) => caught);
+      watching({ settled: peekNodeBody(incoming, 1 << 20).catch((caught: unknown) => caught) });
     });
     server.listen(0, "127.0.0.1");
     await once(server, "listening");
@@ -220,9 +225,9 @@ describe("peekNodeBody", () => {
     const client = request({ port, method: "POST", path: "/", headers: { "content-length": 100 } });
     client.on("error", () => {});
     client.write("only part");
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    const { settled } = await watched;
     client.destroy();
-    const error = await (settled as Promise<unknown>);
+    const error = await settled;
     expect(error).toMatchObject({ code: "ERR_IDEMPOTENCY_REQUEST_ABORTED" });
     expect((req as IncomingMessage).push).toBe(Readable.prototype.push);
   });
