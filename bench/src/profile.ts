@@ -70,27 +70,26 @@ const load = (amount: number) =>
 
 try {
   await load(warmup);
+  let figure: string;
+  let result: Awaited<ReturnType<typeof load>>;
   if (callgrindDir) {
     await callgrindControl(["--instr=on"]);
     await callgrindControl(["--zero"]);
-    const result = await load(requests);
+    result = await load(requests);
     await callgrindControl(["--dump"]);
-    const instructions = lastDumpTotal(callgrindDir);
-    const bad = result.non2xx + result.errors + result.timeouts;
-    console.log(
-      `${target} ${scenario}: ${Math.round(instructions / requests / 1000).toLocaleString("en-US")}k instructions ` +
-        `per request over ${requests} requests (callgrind${bad ? `, ${bad} failed` : ""})`,
-    );
+    const instructions = lastDumpTotal(callgrindDir) / requests;
+    figure = `${Math.round(instructions / 1000).toLocaleString("en-US")}k instructions per request`;
   } else {
     const before = await serverCpu(server.url);
-    const result = await load(requests);
+    result = await load(requests);
     const after = await serverCpu(server.url);
-    const bad = result.non2xx + result.errors + result.timeouts;
-    console.log(
-      `${target} ${scenario}: ${((after - before) / requests).toFixed(1)} µs CPU per request over ${requests} requests` +
-        ` (${Math.round(result.requests.average)} req/s${bad ? `, ${bad} failed` : ""})`,
-    );
+    figure = `${((after - before) / requests).toFixed(1)} µs CPU per request`;
   }
+  const bad = result.non2xx + result.errors + result.timeouts;
+  const rate = callgrindDir ? "callgrind" : `${Math.round(result.requests.average)} req/s`;
+  console.log(
+    `${target} ${scenario}: ${figure} over ${requests} requests (${rate}${bad ? `, ${bad} failed` : ""})`,
+  );
 } finally {
   await server.stop();
   await redis?.stop();
@@ -108,9 +107,10 @@ async function callgrindControl(args: string[]): Promise<void> {
     control.once("error", reject);
   });
   let answered = false;
-  void done.finally(() => {
+  const settle = () => {
     answered = true;
-  });
+  };
+  done.then(settle, settle); // a failure to start is thrown by the `await done` below
   while (!answered) {
     await Promise.race([serverCpu(server.url), done]);
     await Promise.race([new Promise((resolve) => setTimeout(resolve, 100)), done]);
