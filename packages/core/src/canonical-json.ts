@@ -1,3 +1,5 @@
+import { isUtf8 } from "node:buffer";
+
 /**
  * Containers nested deeper than this make {@link canonicalJson} give up (return `undefined`) instead of
  * overflowing the stack; the caller then fingerprints such a body as raw bytes.
@@ -335,4 +337,338 @@ function sortMembers(members: Member[]): void {
     }
     members[j + 1] = member;
   }
+}
+
+/** What {@link ByteCanonicaliser} returns when the bytes need the string parser (escapes, some keys). */
+const SLOW = -2;
+/** What {@link ByteCanonicaliser} returns for bytes that are not one JSON text. */
+const INVALID = -1;
+
+/** Scratch output below this size is kept between calls; larger bodies get a buffer of their own. */
+const SCRATCH_BYTES = 64 * 1024;
+let scratch = Buffer.allocUnsafeSlow(4096);
+let sortScratch = Buffer.allocUnsafeSlow(4096);
+/**
+ * Member bounds of the objects being read, four numbers a member (key start, key end, output start, output
+ * end), as a stack shared by the nested objects; `order` is the scratch for sorting one object's members.
+ */
+let members = new Int32Array(1024);
+let order = new Int32Array(256);
+
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The UTF-8 bytes of `canonicalJson(new TextDecoder("utf-8", { fatal: true }).decode(body))`, or undefined when
+ * that is undefined (not UTF-8, not one JSON text), computed without decoding the body into a string for the
+ * common case: no escapes in strings and object keys below U+E000. Anything else takes the string parser, so
+ * the output is byte-identical to it by construction there and by differential tests here.
+ *
+ * The returned bytes may be a view of a buffer that the next call overwrites: use them before calling again.
+ */
+export function canonicalJsonUtf8(body: Uint8Array): Uint8Array | undefined {
+  if (!isUtf8(body)) return undefined;
+  // TextDecoder drops one leading byte order mark (ignoreBOM is false), so the string parser never sees it.
+  const start = body.length >= 3 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf ? 3 : 0;
+  if (body.length <= SCRATCH_BYTES && scratch.length < body.length)
+    scratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
+  const out = body.length <= SCRATCH_BYTES ? scratch : Buffer.allocUnsafeSlow(body.length);
+  const writer = new ByteCanonicaliser(body, start, out);
+  const end = writer.text();
+  // A body with very many members grew the shared stacks: let them go rather than keep them for good.
+  if (members.length > 1 << 16) members = new Int32Array(1024);
+  if (order.length > 1 << 14) order = new Int32Array(256);
+  if (end === INVALID) return undefined;
+  if (end === SLOW) {
+    const canonical = canonicalJson(utf8Decoder.decode(body));
+    return canonical === undefined ? undefined : Buffer.from(canonical, "utf8");
+  }
+  return writer.out.subarray(0, end);
+}
+
+/**
+ * Reads JSON bytes (known to be valid UTF-8) and writes their canonical form into `out`, which is at least as
+ * long as the input: on this path the canonical form is never longer (strings and numbers are copied as they
+ * are, whitespace is dropped, members are only reordered).
+ */
+class ByteCanonicaliser {
+  pos: number;
+  /** The output's length so far. */
+  length = 0;
+  /** The top of the shared `members` stack. */
+  top = 0;
+
+  constructor(
+    readonly input: Uint8Array,
+    start: number,
+    readonly out: Buffer,
+  ) {
+    this.pos = start;
+  }
+
+  /** The whole text: one value between optional whitespace. Returns the output's end, SLOW or INVALID. */
+  text(): number {
+    this.skipWhitespace();
+    const result = this.value(0);
+    if (result < 0) return result;
+    this.skipWhitespace();
+    return this.pos === this.input.length ? this.length : INVALID;
+  }
+
+  skipWhitespace(): void {
+    const input = this.input;
+    const end = input.length;
+    let pos = this.pos;
+    while (pos < end) {
+      const c = input[pos] as number;
+      if (c !== SPACE && c !== LF && c !== CR && c !== TAB) break;
+      pos++;
+    }
+    this.pos = pos;
+  }
+
+  /** Reads the value at `pos` and writes it; returns 0, SLOW or INVALID. */
+  value(depth: number): number {
+    if (this.pos >= this.input.length) return INVALID;
+    const c = this.input[this.pos] as number;
+    if (c === QUOTE) return this.string(false);
+    if (c === OPEN_BRACE) return depth < MAX_JSON_DEPTH ? this.object(depth + 1) : INVALID;
+    if (c === OPEN_BRACKET) return depth < MAX_JSON_DEPTH ? this.array(depth + 1) : INVALID;
+    if (c === MINUS || (c >= ZERO && c <= NINE)) return this.number();
+    if (c === 0x74) return this.literal(0x74, 0x72, 0x75, 0x65, 4); // true
+    if (c === 0x66) return this.literal(0x66, 0x61, 0x6c, 0x73, 5); // false (its last byte is checked below)
+    if (c === 0x6e) return this.literal(0x6e, 0x75, 0x6c, 0x6c, 4); // null
+    return INVALID;
+  }
+
+  literal(a: number, b: number, c: number, d: number, size: number): number {
+    const input = this.input;
+    const pos = this.pos;
+    if (pos + size > input.length) return INVALID;
+    if (input[pos] !== a || input[pos + 1] !== b || input[pos + 2] !== c || input[pos + 3] !== d)
+      return INVALID;
+    if (size === 5 && input[pos + 4] !== LOWER_E) return INVALID;
+    this.copy(pos, pos + size);
+    this.pos = pos + size;
+    return 0;
+  }
+
+  copy(from: number, to: number): void {
+    const input = this.input;
+    const out = this.out;
+    let o = this.length;
+    for (let i = from; i < to; i++) out[o++] = input[i] as number;
+    this.length = o;
+  }
+
+  object(depth: number): number {
+    const input = this.input;
+    const out = this.out;
+    const objectStart = this.length;
+    out[this.length++] = OPEN_BRACE;
+    this.pos++;
+    this.skipWhitespace();
+    if (input[this.pos] === CLOSE_BRACE) {
+      this.pos++;
+      out[this.length++] = CLOSE_BRACE;
+      return 0;
+    }
+    const base = this.top;
+    let sorted = true;
+    for (;;) {
+      if (input[this.pos] !== QUOTE) return INVALID;
+      const keyStart = this.pos + 1;
+      const memberStart = this.length;
+      const keyResult = this.string(true);
+      if (keyResult < 0) return keyResult;
+      const keyEnd = this.pos - 1;
+      this.skipWhitespace();
+      if (input[this.pos] !== COLON) return INVALID;
+      this.pos++;
+      out[this.length++] = COLON;
+      this.skipWhitespace();
+      const valueResult = this.value(depth);
+      if (valueResult < 0) return valueResult;
+      let top = this.top;
+      if (
+        sorted &&
+        top > base &&
+        compareBytes(input, keyStart, keyEnd, members[top - 4] as number, members[top - 3] as number) < 0
+      ) {
+        sorted = false;
+      }
+      if (top + 4 > members.length) {
+        const grown = new Int32Array(members.length * 2);
+        grown.set(members);
+        members = grown;
+      }
+      members[top++] = keyStart;
+      members[top++] = keyEnd;
+      members[top++] = memberStart;
+      members[top++] = this.length;
+      this.top = top;
+      this.skipWhitespace();
+      const c = input[this.pos++];
+      if (c === CLOSE_BRACE) break;
+      if (c !== COMMA) return INVALID;
+      out[this.length++] = COMMA;
+      this.skipWhitespace();
+    }
+    if (!sorted) this.reorder(base, objectStart + 1);
+    this.top = base;
+    out[this.length++] = CLOSE_BRACE;
+    return 0;
+  }
+
+  /** Rewrites the members written since `from` in key order (stable: duplicate keys keep source order). */
+  reorder(base: number, from: number): void {
+    const count = (this.top - base) / 4;
+    if (order.length < count) order = new Int32Array(Math.max(count, order.length * 2));
+    const input = this.input;
+    if (count > 16) {
+      const sortedMembers = Array.from({ length: count }, (_, i) => base + i * 4);
+      sortedMembers.sort((a, b) => compareKeys(input, a, b));
+      order.set(sortedMembers);
+    } else {
+      for (let i = 0; i < count; i++) {
+        const member = base + i * 4;
+        let j = i - 1;
+        while (j >= 0 && compareKeys(input, order[j] as number, member) > 0) {
+          order[j + 1] = order[j] as number;
+          j--;
+        }
+        order[j + 1] = member;
+      }
+    }
+    const size = this.length - from;
+    if (size <= SCRATCH_BYTES && sortScratch.length < size)
+      sortScratch = Buffer.allocUnsafeSlow(SCRATCH_BYTES);
+    const saved = size <= SCRATCH_BYTES ? sortScratch : Buffer.allocUnsafeSlow(size);
+    const out = this.out;
+    out.copy(saved, 0, from, this.length);
+    let o = from;
+    for (let i = 0; i < count; i++) {
+      if (i > 0) out[o++] = COMMA;
+      const member = order[i] as number;
+      const start = (members[member + 2] as number) - from;
+      const end = (members[member + 3] as number) - from;
+      if (end - start > 32) o += saved.copy(out, o, start, end);
+      else for (let k = start; k < end; k++) out[o++] = saved[k] as number;
+    }
+    this.length = o;
+  }
+
+  array(depth: number): number {
+    const input = this.input;
+    const out = this.out;
+    out[this.length++] = OPEN_BRACKET;
+    this.pos++;
+    this.skipWhitespace();
+    if (input[this.pos] === CLOSE_BRACKET) {
+      this.pos++;
+      out[this.length++] = CLOSE_BRACKET;
+      return 0;
+    }
+    for (;;) {
+      const result = this.value(depth);
+      if (result < 0) return result;
+      this.skipWhitespace();
+      const c = input[this.pos++];
+      if (c === CLOSE_BRACKET) {
+        out[this.length++] = CLOSE_BRACKET;
+        return 0;
+      }
+      if (c !== COMMA) return INVALID;
+      out[this.length++] = COMMA;
+      this.skipWhitespace();
+    }
+  }
+
+  number(): number {
+    const input = this.input;
+    const start = this.pos;
+    let pos = start;
+    if (input[pos] === MINUS) pos++;
+    let c = input[pos];
+    if (c === ZERO) {
+      pos++;
+    } else if (c !== undefined && c > ZERO && c <= NINE) {
+      pos = skipDigitBytes(input, pos + 1);
+    } else {
+      return INVALID;
+    }
+    if (input[pos] === DOT) {
+      const fractionStart = pos + 1;
+      pos = skipDigitBytes(input, fractionStart);
+      if (pos === fractionStart) return INVALID;
+    }
+    c = input[pos];
+    if (c === LOWER_E || c === UPPER_E) {
+      pos++;
+      c = input[pos];
+      if (c === PLUS || c === MINUS) pos++;
+      const exponentStart = pos;
+      pos = skipDigitBytes(input, exponentStart);
+      if (pos === exponentStart) return INVALID;
+    }
+    this.copy(start, pos);
+    this.pos = pos;
+    return 0;
+  }
+
+  /**
+   * Copies the string at `pos` (its bytes are its canonical form when it has no backslash: the input is valid
+   * UTF-8, so it holds no lone surrogate that JSON.stringify would escape). Escapes take the string parser, and
+   * so do keys with a byte from 0xEE, whose code points (U+E000 and above) sort differently in UTF-16.
+   */
+  string(key: boolean): number {
+    const input = this.input;
+    const end = input.length;
+    const start = this.pos;
+    let pos = start + 1;
+    for (;;) {
+      if (pos >= end) return INVALID;
+      const c = input[pos] as number;
+      if (c === QUOTE) break;
+      if (c === BACKSLASH) return SLOW;
+      if (c < SPACE) return INVALID;
+      if (key && c >= 0xee) return SLOW;
+      pos++;
+    }
+    this.copy(start, pos + 1);
+    this.pos = pos + 1;
+    return 0;
+  }
+}
+
+/** Compares the keys of two members (their offsets in `members`) as unsigned byte strings. */
+function compareKeys(bytes: Uint8Array, a: number, b: number): number {
+  return compareBytes(
+    bytes,
+    members[a] as number,
+    members[a + 1] as number,
+    members[b] as number,
+    members[b + 1] as number,
+  );
+}
+
+/** Compares two byte ranges of `bytes` as unsigned byte strings. */
+function compareBytes(bytes: Uint8Array, aStart: number, aEnd: number, bStart: number, bEnd: number): number {
+  const aLength = aEnd - aStart;
+  const bLength = bEnd - bStart;
+  const length = Math.min(aLength, bLength);
+  for (let i = 0; i < length; i++) {
+    const difference = (bytes[aStart + i] as number) - (bytes[bStart + i] as number);
+    if (difference !== 0) return difference;
+  }
+  return aLength - bLength;
+}
+
+function skipDigitBytes(bytes: Uint8Array, pos: number): number {
+  const end = bytes.length;
+  while (pos < end) {
+    const c = bytes[pos] as number;
+    if (c < ZERO || c > NINE) break;
+    pos++;
+  }
+  return pos;
 }

@@ -1,5 +1,5 @@
 import { xxh3 } from "@node-rs/xxhash";
-import { canonicalJson } from "./canonical-json.js";
+import { canonicalJsonUtf8 } from "./canonical-json.js";
 import { IdempotencyRequestTooLargeError } from "./errors.js";
 import type { IdempotencyRequest } from "./request.js";
 
@@ -30,8 +30,6 @@ export type FingerprintOption =
  * ```
  */
 export const FINGERPRINT_ALGORITHM = "xxh3-128";
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `"xxh3-128:<32 hex digits>"` of the length-prefixed parts (`<byte length>:<bytes>` each), in one buffer. */
 export function hashParts(parts: ReadonlyArray<string | Uint8Array>): string {
@@ -70,14 +68,10 @@ function isJson(contentType: string | null): boolean {
  * The body's contribution: JSON bodies canonicalised (key order and whitespace ignored, every value kept
  * exactly), anything else — including JSON that does not parse — as raw bytes. The mode is part of the hash.
  */
-function bodyParts(body: Uint8Array, contentType: string | null): [string, string | Uint8Array] {
+function bodyParts(body: Uint8Array, contentType: string | null): [string, Uint8Array] {
   if (body.length > 0 && isJson(contentType)) {
-    let canonical: string | undefined;
-    try {
-      canonical = canonicalJson(utf8.decode(body));
-    } catch {
-      canonical = undefined; // not UTF-8: fingerprint the bytes
-    }
+    // Not UTF-8 or not one JSON text: fingerprint the bytes.
+    const canonical = canonicalJsonUtf8(body);
     if (canonical !== undefined) return ["json", canonical];
   }
   return ["raw", body];

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalJson, MAX_JSON_DEPTH } from "../src/canonical-json.js";
+import { canonicalJson, canonicalJsonUtf8, MAX_JSON_DEPTH } from "../src/canonical-json.js";
 
 const SEED = 20240501;
 
@@ -247,6 +247,173 @@ describe("canonicalJson: properties", () => {
         );
       }),
       { seed: SEED, numRuns: 500 },
+    );
+  });
+});
+
+const fatalUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** What the fingerprint used before the byte parser: decode (fatal, one BOM dropped), then the string parser. */
+function reference(bytes: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = fatalUtf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+  const canonical = canonicalJson(text);
+  return canonical === undefined ? undefined : Buffer.from(canonical, "utf8").toString("hex");
+}
+
+function viaBytes(bytes: Uint8Array): string | undefined {
+  const canonical = canonicalJsonUtf8(bytes);
+  return canonical === undefined ? undefined : Buffer.from(canonical).toString("hex");
+}
+
+const sameAsReference = (bytes: Uint8Array) => expect(viaBytes(bytes)).toBe(reference(bytes));
+const utf8Bytes = (text: string) => new Uint8Array(Buffer.from(text, "utf8"));
+
+describe("canonicalJsonUtf8: the same bytes as the string parser", () => {
+  it.each([
+    '{"b":1,"a":{"d":[1, 2],"c":null}}',
+    ' \r\n\t{ "a" : { "c" : null , "d" : [ 1 ,2 ] } ,\n "b" : 1 }\n',
+    '{"b":0,"\\u0061":1,"B":2,"\u00e9":3,"\ud83d\ude00":4,"\uffff":5,"":6,"\ue000":7,"\ud7ff":8}',
+    '{"\u00e9":1,"e":2,"\u00e8":3}',
+    '{"\uffff":1,"\ud83d\ude00":2,"\ue000":3,"\ud7ff":4}',
+    '"\\u0041"',
+    '"\\uD83D\\uDE00"',
+    '"\\ud800x"',
+    '{"a":1,"a":0,"A":2,"a":-1}',
+    '[{"z":1,"y":[{"b":2,"a":1}]},{"c":{}},[]]',
+    '"caf\u00e9 \u2028 \ud83c\udf89 \u007f /"',
+    "[true,false,null]",
+    " -0.5e-3 ",
+    "1E+2",
+    "[1.0,-0,1e2,12345678901234567890]",
+    "{}",
+    "[ ]",
+    "",
+    " ",
+    "tru",
+    "falsy",
+    "nul",
+    "[1,]",
+    '{"a":1,}',
+    '{"a" 1}',
+    "01",
+    "1.",
+    "-",
+    "1e",
+    '"\u0001"',
+    '"abc',
+    '{"a":1}x',
+    '{"a":1}{}',
+    "[1 2]",
+    "\u00a0[]",
+  ])("%j", (text) => {
+    sameAsReference(utf8Bytes(text));
+  });
+
+  it("drops one leading byte order mark, as the decoder does, and no more", () => {
+    const bom = [0xef, 0xbb, 0xbf];
+    const body = [...utf8Bytes('{ "b": 1, "a": 2 }')];
+    expect(Buffer.from(canonicalJsonUtf8(new Uint8Array([...bom, ...body])) as Uint8Array).toString()).toBe(
+      '{"a":2,"b":1}',
+    );
+    sameAsReference(new Uint8Array([...bom, ...body]));
+    sameAsReference(new Uint8Array([...bom, ...bom, ...body]));
+    sameAsReference(new Uint8Array([0xef, 0xbb]));
+  });
+
+  it("refuses bytes that are not UTF-8: truncated, overlong, surrogates, above U+10FFFF", () => {
+    for (const bad of [[0xc3], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xff]]) {
+      const bytes = new Uint8Array([0x22, ...bad, 0x22]);
+      expect(canonicalJsonUtf8(bytes)).toBeUndefined();
+      sameAsReference(bytes);
+    }
+  });
+
+  it(`accepts ${MAX_JSON_DEPTH} nested containers and refuses one more`, () => {
+    for (const depth of [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1]) {
+      sameAsReference(utf8Bytes(`${"[".repeat(depth)}${"]".repeat(depth)}`));
+      sameAsReference(utf8Bytes(`${'{"a":'.repeat(depth - 1)}{}${"}".repeat(depth - 1)}`));
+    }
+    expect(canonicalJsonUtf8(utf8Bytes("[".repeat(100_000)))).toBeUndefined();
+  });
+
+  it("sorts large objects stably, and bodies past the scratch buffer", () => {
+    const members = Array.from({ length: 300 }, (_, i) => `"k${(i * 7919) % 97}":${i}`);
+    sameAsReference(utf8Bytes(`{${members.join(" , ")}}`));
+    const large = JSON.stringify(Array.from({ length: 3000 }, (_, i) => ({ z: i, a: `${i}`.repeat(20) })));
+    sameAsReference(utf8Bytes(large));
+    expect(large.length).toBeGreaterThan(64 * 1024);
+  });
+
+  it("gives each result its own bytes until the next call", () => {
+    const first = canonicalJsonUtf8(utf8Bytes('{"b":1,"a":2}')) as Uint8Array;
+    expect(Buffer.from(first).toString()).toBe('{"a":2,"b":1}');
+    expect(Buffer.from(canonicalJsonUtf8(utf8Bytes("[3]")) as Uint8Array).toString()).toBe("[3]");
+  });
+
+  it("matches on any JSON value, reordered, re-spaced and re-escaped", () => {
+    const whitespace = fc.string({ unit: fc.constantFrom(" ", "\t", "\n", "\r"), maxLength: 4 });
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.integer(), whitespace, whitespace, (value, seed, indent, around) => {
+        const next = random(seed);
+        const shuffleKeys = (_key: string, v: unknown): unknown =>
+          v !== null && typeof v === "object" && !Array.isArray(v)
+            ? Object.fromEntries(shuffled(Object.entries(v), next))
+            : v;
+        sameAsReference(utf8Bytes(JSON.stringify(value)));
+        sameAsReference(utf8Bytes(`${around}${JSON.stringify(value, shuffleKeys, indent)}${around}`));
+      }),
+      { seed: SEED, numRuns: 1000 },
+    );
+  });
+
+  it("matches on keys and strings of any code units, however escaped", () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(anyString, { maxLength: 8 }), fc.integer(), (keys, seed) => {
+        const next = random(seed);
+        const raw = `{${shuffled(keys, next)
+          .map((key) => `${JSON.stringify(key)}:${JSON.stringify(key)}`)
+          .join(",")}}`;
+        const escaped = `{${shuffled(keys, next)
+          .map((key) => `${encodeString(key, next)}:${encodeString(key, next)}`)
+          .join(",")}}`;
+        sameAsReference(utf8Bytes(raw));
+        sameAsReference(utf8Bytes(escaped));
+      }),
+      { seed: SEED, numRuns: 1000 },
+    );
+  });
+
+  it("matches on broken JSON: truncated, with a byte changed, inserted or removed", () => {
+    const interesting = [
+      0x00, 0x09, 0x20, 0x22, 0x2c, 0x2d, 0x2e, 0x30, 0x3a, 0x5b, 0x5c, 0x5d, 0x65, 0x7b, 0x7d, 0x80, 0xc3,
+      0xee, 0xef, 0xf0, 0xff,
+    ];
+    const byte = fc.oneof(fc.constantFrom(...interesting), fc.integer({ min: 0, max: 255 }));
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.nat(), byte, fc.nat(3), (value, at, b, how) => {
+        const bytes = [...utf8Bytes(JSON.stringify(value))];
+        const i = at % (bytes.length + 1);
+        if (how === 0) bytes.length = i;
+        else if (how === 1) bytes[i] = b;
+        else if (how === 2) bytes.splice(i, 0, b);
+        else bytes.splice(i, 1);
+        sameAsReference(new Uint8Array(bytes));
+      }),
+      { seed: SEED, numRuns: 3000 },
+    );
+  });
+
+  it("matches on arbitrary bytes", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        sameAsReference(bytes);
+      }),
+      { seed: SEED, numRuns: 2000 },
     );
   });
 });
