@@ -29,7 +29,12 @@ interface BodyHead {
  *
  * @param response - what the handler answered
  * @param execution - the claimed execution the engine handed to the binding's `execute`
- * @param signal - the request's signal, which aborts when the client goes away
+ * @param signal - the request's signal, which aborts when the client goes away, or a function that returns it:
+ *   it is then asked for only when the body is a stream still being produced (on `@hono/node-server`,
+ *   creating a request's signal costs an `AbortController`)
+ * @param known - the response's complete body, when the binding has it without reading `response` (it knows
+ *   its server's own `Response` type): the body stream is then not read. `statusText` goes with it, `""` when
+ *   the server would not send one.
  *
  * @example
  * ```ts
@@ -43,11 +48,16 @@ interface BodyHead {
 export async function captureWebResponse(
   response: Response,
   execution: Execution,
-  signal: AbortSignal,
+  signal: AbortSignal | (() => AbortSignal),
+  known?: KnownBody,
 ): Promise<Response> {
-  const { status, statusText } = response;
+  const status = response.status;
+  const statusText = known === undefined ? response.statusText : known.statusText;
   const headers = new Headers(response.headers);
-  if (response.body === null) {
+  if (known !== undefined && known.body !== null) {
+    return completeBody(execution, status, statusText, headers, [known.body]);
+  }
+  if (known !== undefined || response.body === null) {
     execution.start(status, headers);
     const rest = await execution.end();
     return (
@@ -68,19 +78,42 @@ export async function captureWebResponse(
     await execution.abandon();
     throw error;
   }
-  if (head.done) {
-    // A complete body: declare its length as the server would have, and send it once the record is completed.
-    if (canDeclareLength(status, headers)) headers.set("content-length", String(byteLength(head.chunks)));
-    execution.start(status, headers);
-    const parts = head.chunks.map((chunk) => execution.write(chunk));
-    parts.push(await execution.end());
-    return (
-      replaced(execution) ??
-      new Response(concat(parts) as Uint8Array<ArrayBuffer>, { status, statusText, headers })
-    );
-  }
+  if (head.done) return completeBody(execution, status, statusText, headers, head.chunks);
   execution.start(status, headers);
-  return new Response(captureBody(reader, head, execution, signal), { status, statusText, headers });
+  const abort = typeof signal === "function" ? signal() : signal;
+  return new Response(captureBody(reader, head, execution, abort), { status, statusText, headers });
+}
+
+/**
+ * A response body already in hand, for {@link captureWebResponse}: `body` is all of it (`null`: none).
+ *
+ * @example
+ * ```ts
+ * const known: KnownBody = { body: new TextEncoder().encode('{"id":1}'), statusText: "" };
+ * return captureWebResponse(answer, execution, () => request.signal, known);
+ * ```
+ */
+export interface KnownBody {
+  readonly body: Uint8Array | null;
+  readonly statusText: string;
+}
+
+/** A complete body: declare its length as the server would have, and send it once the record is completed. */
+async function completeBody(
+  execution: Execution,
+  status: number,
+  statusText: string,
+  headers: Headers,
+  chunks: readonly Uint8Array[],
+): Promise<Response> {
+  if (canDeclareLength(status, headers)) headers.set("content-length", String(byteLength(chunks)));
+  execution.start(status, headers);
+  const parts = chunks.map((chunk) => execution.write(chunk));
+  parts.push(await execution.end());
+  return (
+    replaced(execution) ??
+    new Response(concat(parts) as Uint8Array<ArrayBuffer>, { status, statusText, headers })
+  );
 }
 
 /** The execution's replacement (a 503 after a failed commit) as a `Response`, when it has one. */

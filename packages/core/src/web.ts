@@ -4,4 +4,4 @@
  *
  * @packageDocumentation
  */
-export { captureWebResponse } from "./web-capture.js";
+export { captureWebResponse, type KnownBody } from "./web-capture.js";

@@ -11,6 +11,7 @@ import { captureWebResponse } from "@idempotency/core/web";
 import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { bodyCutShort, toIdempotencyRequest } from "./request.js";
+import { immediateBody } from "./response.js";
 
 /**
  * Creates Hono middleware that makes unsafe requests (POST and PATCH by default) safe to retry with an
@@ -78,7 +79,17 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     }
     if (bodyCutShort(c)) execution.requestAborted?.();
     try {
-      c.res = await captureWebResponse(c.res, execution, c.req.raw.signal);
+      const response = c.res;
+      const captured = await captureWebResponse(
+        response,
+        execution,
+        () => c.req.raw.signal,
+        immediateBody(response),
+      );
+      // Set over nothing: set over a response, Hono rebuilds the new one around its body as a stream (copying
+      // the old one's headers, which the captured response already has), and the server must then read that.
+      c.res = undefined;
+      c.res = captured;
     } catch (error) {
       // The response body could not be read (already used, or it failed at once): nothing to store.
       await execution.abandon();
