@@ -27,7 +27,9 @@ export function captureResponse(ctx: AnyContext, execution: Execution): { settle
     if (error != null && capture.responding) capture.abandon();
   };
   const keepWritable = () => {
-    if (!capture.open) return;
+    // Only where Koa's own answer would be false (the socket is gone): redefining the property costs every
+    // response a new shape, and Koa reads it in the same turn as the chain settles, with no I/O in between.
+    if (!capture.open || ctx.response.writable) return;
     Object.defineProperty(ctx.response, "writable", { configurable: true, get: () => capture.open });
   };
   if (ctx.res.destroyed) keepWritable();
