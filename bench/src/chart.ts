@@ -53,6 +53,7 @@ export function renderChart(measurements: Measurement[], title: string): string 
   const height = y + 16;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
+    `<title>${xmlText(`${title}: server CPU per request and req/s of every row`)}</title>`,
     `<rect width="${WIDTH}" height="${height}" fill="#ffffff"/>`,
     `<text x="8" y="22" font-size="15" font-weight="bold">${xmlText(title)}</text>`,
     `<text x="8" y="40" fill="#4b5563">Server CPU per request (shorter is better), median over the rounds; req/s after each bar. Blue: @idempotency; grey: peers; green: the plain framework.</text>`,
