@@ -164,6 +164,17 @@ function shuffled<T>(items: T[], next: () => number): T[] {
   return copy;
 }
 
+/** `value` as JSON with its members shuffled (seeded), indented with `indent` and wrapped in `around`. */
+function reorderedText(value: unknown, seed: number, indent: string, around: string): string {
+  const next = random(seed);
+  // Object.fromEntries defines own properties, so even a "__proto__" key survives the shuffle.
+  const shuffleKeys = (_key: string, v: unknown): unknown =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(shuffled(Object.entries(v), next))
+      : v;
+  return `${around}${JSON.stringify(value, shuffleKeys, indent)}${around}`;
+}
+
 /** Writes a JSON string literal for `s`, each code unit randomly raw, `\uXXXX` or a short escape. */
 function encodeString(s: string, next: () => number): string {
   const short: Record<string, string> = { '"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "/": "\\/" };
@@ -209,13 +220,7 @@ describe("canonicalJson: properties", () => {
     const whitespace = fc.string({ unit: fc.constantFrom(" ", "\t", "\n", "\r"), maxLength: 10 });
     fc.assert(
       fc.property(fc.jsonValue(), fc.integer(), whitespace, whitespace, (value, seed, indent, around) => {
-        const next = random(seed);
-        // Object.fromEntries defines own properties, so even a "__proto__" key survives the shuffle.
-        const shuffleKeys = (_key: string, v: unknown): unknown =>
-          v !== null && typeof v === "object" && !Array.isArray(v)
-            ? Object.fromEntries(shuffled(Object.entries(v), next))
-            : v;
-        const reordered = `${around}${JSON.stringify(value, shuffleKeys, indent)}${around}`;
+        const reordered = reorderedText(value, seed, indent, around);
         expect(canonicalJson(reordered)).toBe(canonicalJson(JSON.stringify(value)));
       }),
       { seed: SEED, numRuns: 500 },
@@ -355,17 +360,12 @@ describe("canonicalJsonUtf8: the same bytes as the string parser", () => {
     expect(Buffer.from(canonicalJsonUtf8(utf8Bytes("[3]")) as Uint8Array).toString()).toBe("[3]");
   });
 
-  it("matches on any JSON value, reordered, re-spaced and re-escaped", () => {
+  it("matches on any JSON value, reordered and re-spaced", () => {
     const whitespace = fc.string({ unit: fc.constantFrom(" ", "\t", "\n", "\r"), maxLength: 4 });
     fc.assert(
       fc.property(fc.jsonValue(), fc.integer(), whitespace, whitespace, (value, seed, indent, around) => {
-        const next = random(seed);
-        const shuffleKeys = (_key: string, v: unknown): unknown =>
-          v !== null && typeof v === "object" && !Array.isArray(v)
-            ? Object.fromEntries(shuffled(Object.entries(v), next))
-            : v;
         sameAsReference(utf8Bytes(JSON.stringify(value)));
-        sameAsReference(utf8Bytes(`${around}${JSON.stringify(value, shuffleKeys, indent)}${around}`));
+        sameAsReference(utf8Bytes(reorderedText(value, seed, indent, around)));
       }),
       { seed: SEED, numRuns: 1000 },
     );
